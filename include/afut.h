@@ -1,0 +1,592 @@
+/*
+ * afut: Python's asyncio Future, done right for C.
+ *
+ * An `afut_t` is a future with asyncio's exact semantics: you create it, complete it with a
+ * `void *` result or an exception, cancel it with a message, and attach done-callbacks, which
+ * always run later on the loop's thread, never inline. The loop (`afut_loop_t`) runs
+ * standalone (`afut_loop_run_until_complete`, `afut_loop_run_forever`) or inside the host's own
+ * poll loop through one pollable fd (`afut_loop_fd`), a timeout (`afut_loop_timeout_ms`) and a
+ * non-blocking `afut_loop_run_once`.
+ *
+ * ---------------------------------------------------------------------------------------------
+ * Status codes
+ *   Every fallible function returns `afut_status_t` (int32_t): AFUT_OK (0) or a negative
+ *   AFUT_ERR_* code, so both `if (rc < 0)` and `if (rc)` test for failure. Outputs are written
+ *   through pointer arguments, only on success. Functions returning a handle return NULL (or 0
+ *   for `afut_handle_t`, false for bool) on failure. `afut_status_str` names every code. Codes
+ *   are never renumbered.
+ *
+ * Ownership
+ *   - `afut_loop_new`, `afut_new`, `afut_loop_create_future`, `afut_sleep`, `afut_wrap_future`,
+ *     `afut_ensure_future` return a new reference owned by the caller.
+ *   - Futures are reference counted (`afut_ref` / `afut_unref`). The loop holds its own
+ *     reference to a future while its callbacks are queued, so a callback may drop the last
+ *     reference the application held.
+ *   - The loop is owned by its creator and released with `afut_loop_free`. Futures may outlive
+ *     their loop: completing them still works; scheduling on a closed loop fails.
+ *   - Every `void *userdata` comes with an `afut_free_fn userdata_free` (may be NULL). When the
+ *     call succeeds the library calls it exactly once: after the callback ran, or when the
+ *     callback is removed, cancelled, or dropped because its loop closed or its future was
+ *     freed. When the call fails, nothing is freed: the userdata stays the caller's. The same
+ *     holds for result values (`value_free`) and exception details (`detail_free`), which the
+ *     future frees when it is freed.
+ *   - Strings passed in (exception and cancel messages) are copied. Pointers handed out (result
+ *     values, messages, details) are borrowed from the future and live as long as it does.
+ *
+ * Threading model
+ *   - Every `afut_t` function may be called from any thread.
+ *   - Every loop function may be called from any thread except `afut_loop_run_until_complete`,
+ *     `afut_loop_run_forever`, `afut_loop_run_once`, `afut_loop_close` and `afut_loop_free`,
+ *     which belong to the loop's thread: the thread running it, or any one thread while it is
+ *     not running. Called while the loop runs (from a callback, or from another thread) they
+ *     return AFUT_ERR_LOOP_RUNNING (`afut_loop_free` reports the misuse on stderr).
+ *   - Callbacks of a future bound to a loop, and everything scheduled with `afut_loop_call_*`,
+ *     run on the thread running that loop, through its ready queue, never inline in the call
+ *     that completed the future or added the callback. Done-callbacks of a loop-less future
+ *     (`afut_new(NULL)`) run in the thread that completes it.
+ *   - Completing a future or scheduling a callback from a thread other than the one running
+ *     the loop wakes the loop (asyncio's `call_soon_threadsafe`, done for you). A call made on
+ *     the loop's own thread inside a callback costs no system call.
+ *   - Wakeups are coalesced: N submissions before a dispatch may produce one readable state
+ *     of the fd and one `wakeup_fn` call. Every item submitted before a wakeup is handled by a
+ *     dispatch (a `run_once` / iteration) that starts after it. None is ever lost.
+ *   - No lock is held while C code runs (callbacks, `*_free` functions, the exception handler,
+ *     the wakeup hook), so every function may be called from inside a callback.
+ *   - `afut_loop_close` racing with submissions from other threads: each submission either is
+ *     accepted (and then runs or is freed by the close) or fails with 0 / AFUT_ERR_LOOP_CLOSED,
+ *     its userdata still the caller's. None is silently dropped.
+ *
+ * Bad input
+ *   A NULL handle or function pointer, a NaN time, a zero exception code, a call from the
+ *   wrong thread, a call on a closed loop: each returns its status code (or NULL / false / 0,
+ *   as documented on the function) and changes nothing. Each function's comment says what it
+ *   returns on bad input (`Bad input:`), which threads may call it (`Thread:`), and who owns
+ *   what (`Ownership:`). An internal bug is caught at the boundary and returned as
+ *   AFUT_ERR_PANIC (never an abort); a loop it happened in is poisoned.
+ *
+ * Time
+ *   Seconds as `double` on the loop's monotonic clock (`afut_loop_time`). Delays <= 0 and past
+ *   deadlines are due at once, in deadline order; INFINITY means never; equal deadlines run
+ *   in the order they were scheduled.
+ * ---------------------------------------------------------------------------------------------
+ */
+
+#ifndef AFUT_H
+#define AFUT_H
+
+/* Generated by cbindgen from afut's Rust sources: do not edit. Regenerate with scripts/bless-header.sh. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/** The library version this header belongs to; afut_version() returns it as a string. */
+#define AFUT_VERSION_MAJOR 0
+#define AFUT_VERSION_MINOR 1
+#define AFUT_VERSION_PATCH 0
+#define AFUT_VERSION_STRING "0.1.0"
+
+
+// An event loop. Opaque; created by `afut_loop_new`, released by `afut_loop_free`.
+typedef struct afut_loop_t afut_loop_t;
+
+// A future (a task is also one). Opaque; reference counted with `afut_ref` / `afut_unref`.
+typedef struct afut_t afut_t;
+
+// The result of every fallible afut function: `AFUT_OK` (0) or a negative `AFUT_ERR_*` code.
+typedef int32_t afut_status_t;
+
+// A scheduled callback; 0 means none. Valid until it ran or was cancelled.
+typedef uint64_t afut_handle_t;
+
+// `void (*)(void *userdata)`: a scheduled callback.
+typedef void (*afut_callback_fn)(void *userdata);
+
+// `void (*)(void *)`: frees a userdata, value or exception detail.
+typedef void (*afut_free_fn)(void *ptr);
+
+// An exception stored in a future, as C sees it.
+typedef struct afut_exception_t {
+  // The application's error code; never 0 for a set exception (0 in `afut_exception()`'s
+  // output means "the future has a result").
+  int32_t code;
+  // NUL-terminated text owned by the future (copied at `afut_set_exception`), or NULL.
+  const char *message;
+  // The application's payload, owned by the future (freed with its `detail_free` when the
+  // future is freed), or NULL.
+  void *detail;
+} afut_exception_t;
+
+// What the exception handler is told. Every pointer is borrowed for the duration of the call.
+typedef struct afut_error_context_t {
+  // "Future exception was never retrieved" (for a future whose exception nobody read),
+  // or "Executing <callback> took 0.123 seconds" (debug mode), ...
+  const char *message;
+  // The future concerned, or NULL. During a never-retrieved report the future is being
+  // destroyed: it may be inspected (`afut_exception`, `afut_describe`, ...) but not kept
+  // (`afut_ref` on it returns NULL).
+  struct afut_t *future;
+  // The exception concerned, or NULL.
+  const struct afut_exception_t *exception;
+} afut_error_context_t;
+
+// `void (*)(afut_loop_t *loop, const afut_error_context_t *context, void *userdata)`.
+typedef void (*afut_exception_handler_fn)(struct afut_loop_t *loop, const struct afut_error_context_t *context, void *userdata);
+
+// `void (*)(afut_t *fut, void *userdata)`: a done-callback; `fut` is borrowed for the call.
+typedef void (*afut_done_fn)(struct afut_t *fut, void *userdata);
+
+// Success.
+#define AFUT_OK 0
+
+// The future is not in a state that allows the call (asyncio `InvalidStateError`): completing a
+// done future, reading the result of a pending one, or a run stopped before its future was done.
+#define AFUT_ERR_INVALID_STATE -1
+
+// The future was cancelled (asyncio `CancelledError`).
+#define AFUT_ERR_CANCELLED -2
+
+// The future holds an exception; read it with `afut_exception()`.
+#define AFUT_ERR_EXCEPTION -3
+
+// A NULL handle or function, a NaN time, a zero exception code, a future of another loop, ...
+#define AFUT_ERR_INVALID_ARGUMENT -4
+
+// The call would deadlock on this thread (for example `afut_wait()` on the loop's own thread).
+#define AFUT_ERR_WRONG_THREAD -5
+
+// The loop is closed: nothing new can be scheduled on it.
+#define AFUT_ERR_LOOP_CLOSED -6
+
+// The loop is running (a `run_*` call while it runs, also from inside a callback; `close` while it runs).
+#define AFUT_ERR_LOOP_RUNNING -7
+
+// The wait timed out (`afut_wait`), or the exception code of a timed-out `afut_wait_for`.
+#define AFUT_ERR_TIMEOUT -8
+
+// An allocation failed.
+#define AFUT_ERR_NO_MEMORY -9
+
+// A system call failed; `errno` holds its error.
+#define AFUT_ERR_OS -10
+
+// An internal bug was caught at the API boundary. It was reported once on stderr; a loop it
+// happened in is poisoned and its `run_*` functions return this code from then on.
+#define AFUT_ERR_PANIC -11
+
+#ifdef __cplusplus
+extern "C" {
+#endif // __cplusplus
+
+// Creates an event loop (asyncio `new_event_loop()`).
+//
+// Thread: any; the loop then belongs to whichever thread runs it (see "Threading model").
+// Ownership: the caller owns the loop and releases it with `afut_loop_free`.
+// Returns: NULL with `errno` set if the kernel refused its file descriptors.
+struct afut_loop_t *afut_loop_new(void);
+
+// Closes the loop if needed (see `afut_loop_close`), releases its exception handler and
+// wakeup hook (their `userdata_free` runs), and gives up the caller's reference. Futures
+// bound to the loop may outlive it: completing them still works (their callbacks are dropped),
+// `afut_get_loop` returns NULL for them, and their reports go to stderr. The loop's fd stays
+// open until the last such future is freed.
+//
+// Thread: the loop's thread. Called while the loop runs (from one of its callbacks) it does
+// nothing but report the misuse on stderr.
+// Bad input: NULL is a no-op.
+void afut_loop_free(struct afut_loop_t *loop);
+
+// Closes the loop (asyncio `close()`): every queued callback and timer is dropped, each
+// `userdata_free` called once; afterwards nothing can be scheduled (`AFUT_ERR_LOOP_CLOSED`,
+// or 0 for the `call_*` functions) and the `run_*` functions return `AFUT_ERR_LOOP_CLOSED`.
+// Idempotent.
+//
+// Thread: the loop's thread.
+// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_RUNNING` while the loop runs (from a callback or from
+// another thread).
+// Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+afut_status_t afut_loop_close(struct afut_loop_t *loop);
+
+// True while a `run_*` call is executing the loop (on whichever thread).
+//
+// Thread: any. Bad input: NULL returns false.
+bool afut_loop_is_running(const struct afut_loop_t *loop);
+
+// True once the loop was closed.
+//
+// Thread: any. Bad input: NULL returns false.
+bool afut_loop_is_closed(const struct afut_loop_t *loop);
+
+// The loop's clock (asyncio `loop.time()`): monotonic seconds, the time base of
+// `afut_loop_call_at`.
+//
+// Thread: any. Bad input: NULL returns NaN.
+double afut_loop_time(const struct afut_loop_t *loop);
+
+// Runs the loop until `fut` is done (asyncio `run_until_complete`). A loop-less `fut` is
+// wrapped first (`afut_wrap_future`). The run ends at the end of the iteration in which `fut`'s
+// done-callbacks ran.
+//
+// Thread: the loop's thread (any thread while the loop is not running).
+// Returns: the outcome: `AFUT_OK` (read the value with `afut_result`), `AFUT_ERR_EXCEPTION`
+// (which counts as retrieving it), `AFUT_ERR_CANCELLED`; `AFUT_ERR_INVALID_STATE` if
+// `afut_loop_stop` ended the run before `fut` was done; `AFUT_ERR_LOOP_RUNNING` if the loop is
+// already running (also from inside a callback); `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_PANIC` on a
+// poisoned loop.
+// Bad input: NULL `loop` or `fut`, or a `fut` bound to another loop, returns
+// `AFUT_ERR_INVALID_ARGUMENT`.
+afut_status_t afut_loop_run_until_complete(struct afut_loop_t *loop, struct afut_t *fut);
+
+// Runs the loop until `afut_loop_stop` (asyncio `run_forever`). A stop requested before the
+// call makes it run exactly one iteration.
+//
+// Thread: the loop's thread (any thread while the loop is not running).
+// Returns: `AFUT_OK` after a stop; `AFUT_ERR_LOOP_RUNNING`; `AFUT_ERR_LOOP_CLOSED`;
+// `AFUT_ERR_PANIC` on a poisoned loop.
+// Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+afut_status_t afut_loop_run_forever(struct afut_loop_t *loop);
+
+// Asks the running loop to stop (asyncio `stop()`): the current batch of callbacks finishes,
+// then `run_forever` / `run_until_complete` return; what that batch scheduled runs on the next
+// run. A stop requested while the loop is not running applies to its next run (one iteration).
+// `afut_loop_run_once` ignores it.
+//
+// Thread: any; from another thread it also wakes the loop.
+// Bad input: NULL is a no-op.
+void afut_loop_stop(struct afut_loop_t *loop);
+
+// Schedules `cb(userdata)` to run in the loop's next iteration (asyncio `call_soon`).
+// Callbacks run in the order they were scheduled; one scheduled while a batch runs waits for
+// the next iteration. Called from a thread other than the one running the loop, it wakes the
+// loop (asyncio's `call_soon_threadsafe`, done for you).
+//
+// Thread: any.
+// Ownership: on success the library owns `userdata` and calls `userdata_free(userdata)` (if not
+// NULL) exactly once: after `cb` ran, or when it is cancelled, or dropped by `afut_loop_close`.
+// On failure (0) it stays the caller's and nothing is freed.
+// Returns: a handle for `afut_loop_cancel`; 0 if the loop is closed.
+// Bad input: NULL `loop` or `cb` returns 0.
+afut_handle_t afut_loop_call_soon(struct afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+
+// Exactly `afut_loop_call_soon` (every afut scheduling function is thread-safe); kept for
+// asyncio's name. A closed loop is refused atomically: 0, and `userdata` stays the caller's.
+//
+// Thread: any. Ownership and bad input: as `afut_loop_call_soon`.
+afut_handle_t afut_loop_call_soon_threadsafe(struct afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+
+// Schedules `cb(userdata)` after `delay_s` seconds (asyncio `call_later`). A delay <= 0 is due
+// at once (in deadline order with other due timers); `INFINITY` never fires. Timers with equal
+// deadlines run in the order they were scheduled. Due timers run after the callbacks already
+// ready in the same iteration.
+//
+// Thread: any. Ownership: as `afut_loop_call_soon`.
+// Returns: a handle; 0 if the loop is closed.
+// Bad input: NULL `loop` or `cb`, or NaN `delay_s`, returns 0.
+afut_handle_t afut_loop_call_later(struct afut_loop_t *loop, double delay_s, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+
+// Schedules `cb(userdata)` at `when` on the loop's clock (`afut_loop_time`) (asyncio
+// `call_at`). A past `when` is due at once.
+//
+// Thread: any. Ownership: as `afut_loop_call_soon`.
+// Returns: a handle; 0 if the loop is closed.
+// Bad input: NULL `loop` or `cb`, or NaN `when`, returns 0.
+afut_handle_t afut_loop_call_at(struct afut_loop_t *loop, double when, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+
+// Cancels a scheduled callback that has not started (asyncio `Handle.cancel()`); its
+// `userdata_free` runs now, on this thread.
+//
+// Thread: any.
+// Returns: true iff this call cancelled it; false for 0, unknown, running, already-run or
+// already-cancelled handles.
+// Bad input: NULL `loop` returns false.
+bool afut_loop_cancel(struct afut_loop_t *loop, afut_handle_t handle);
+
+// The loop's pollable fd, for hosts that own the wait (epoll, poll, libuv, GLib, asyncio).
+//
+// It is readable (level-triggered) whenever `afut_loop_run_once(loop, 0, ...)` has work,
+// due timers included, and not readable when the loop is idle. After a `run_once` that leaves
+// work pending, the library makes it readable anew, so edge-triggered hosts that call
+// `run_once` once per event never stall. The same fd is returned for the loop's life; do not
+// close it or read from it. The first call switches the loop to host mode, in which it keeps
+// the fd exact (a timerfd tracks the next deadline).
+//
+// Thread: any.
+// Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
+int afut_loop_fd(struct afut_loop_t *loop);
+
+// How long a host may wait before calling `afut_loop_run_once`: -1 if nothing is scheduled
+// (wait for the fd alone), 0 if work is ready now, else the milliseconds until the next timer,
+// rounded up (a host that waits this long finds the timer due: never a busy spin).
+//
+// Thread: any.
+// Bad input: NULL returns -1; so does a closed loop.
+int afut_loop_timeout_ms(const struct afut_loop_t *loop);
+
+// Runs one iteration: waits up to `timeout_ms` for work (0: no wait, -1: until there is
+// some), then runs the due timers and the callbacks that were ready at its start; callbacks
+// they schedule run in the next iteration. `afut_loop_is_running` is true during the call.
+//
+// Thread: the loop's thread (any thread while the loop is not running).
+// Returns: `AFUT_OK` and, in `*ran_out` (may be NULL), how many callbacks and timers ran
+// (cancelled ones not counted); `AFUT_ERR_LOOP_RUNNING` (also from inside a callback);
+// `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_PANIC` on a poisoned loop. `*ran_out` is written only on
+// `AFUT_OK`.
+// Bad input: NULL `loop` returns `AFUT_ERR_INVALID_ARGUMENT`.
+afut_status_t afut_loop_run_once(struct afut_loop_t *loop, int timeout_ms, size_t *ran_out);
+
+// Installs the handler for errors that have no caller to return to (asyncio
+// `set_exception_handler`). NULL `handler` restores the default, which writes to stderr.
+// The handler runs on the thread where the error happened: the loop's thread for callback
+// reports, the thread dropping the last reference for "never retrieved" reports. It may call
+// any afut function.
+//
+// Thread: any.
+// Ownership: the library owns `userdata` and calls `userdata_free(userdata)` once when the
+// handler is replaced or the loop freed (after any call in flight returns). With a NULL
+// `handler`, `userdata_free(userdata)` (if any) is called at once.
+// Bad input: NULL `loop` does nothing (and frees nothing).
+void afut_loop_set_exception_handler(struct afut_loop_t *loop, afut_exception_handler_fn handler, void *userdata, afut_free_fn userdata_free);
+
+// Debug mode (asyncio `set_debug`): also report callbacks that take 0.1 s or more, as
+// "Executing <callback> took 0.123 seconds", through the exception handler. The
+// never-retrieved report is made whatever the mode.
+//
+// Thread: any. Bad input: NULL is a no-op.
+void afut_loop_set_debug(struct afut_loop_t *loop, bool enabled);
+
+// For hosts with no fd to poll (a GUI message loop, another language's runtime): `wakeup`
+// is called whenever the loop goes from idle to having work, coalesced like the fd (several
+// submissions before the next `run_once` may give one call), on the submitting thread, or on
+// the loop's thread at the end of a `run_once` that leaves work. It must not call afut except
+// the thread-safe functions; typically it posts a message that makes the host call
+// `afut_loop_run_once(loop, 0, NULL)`. Timers do not call it: the host also waits no longer
+// than `afut_loop_timeout_ms`. NULL `wakeup` removes the hook.
+//
+// Thread: any.
+// Ownership: `userdata_free(userdata)` is called once when the hook is replaced or the loop
+// freed (at once for a NULL `wakeup`).
+// Bad input: NULL `loop` does nothing (and frees nothing).
+void afut_loop_set_wakeup_fn(struct afut_loop_t *loop, afut_callback_fn wakeup, void *userdata, afut_free_fn userdata_free);
+
+// Creates a future bound to `loop` (asyncio `loop.create_future()`).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller (release it with `afut_unref`).
+// Bad input: NULL `loop` returns NULL.
+struct afut_t *afut_loop_create_future(struct afut_loop_t *loop);
+
+// Creates a future (asyncio `Future(loop=loop)`).
+//
+// With a loop, the same as `afut_loop_create_future`. With `loop == NULL`, a loop-less,
+// concurrent.futures-style future: its done-callbacks run in the thread that completes it,
+// right after the state changes, and a callback added to it once it is done runs at once in
+// the adding thread. No "never retrieved" report is made for a loop-less future.
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller.
+// Bad input: none (NULL is a valid `loop`).
+struct afut_t *afut_new(struct afut_loop_t *loop);
+
+// Adds a reference to `fut` and returns `fut`.
+//
+// Thread: any.
+// Bad input: NULL returns NULL. A future whose never-retrieved report is running (see
+// `afut_error_context_t`) cannot be kept: returns NULL and adds nothing.
+struct afut_t *afut_ref(struct afut_t *fut);
+
+// Releases one reference. When the last one goes, the future is freed: its value's
+// `value_free` or its exception's `detail_free` runs, the `userdata_free` of callbacks still
+// registered runs, and if it holds an exception that nobody retrieved, the loop's exception
+// handler is told "Future exception was never retrieved" first, on this thread.
+// A future with queued callbacks is also referenced by its loop until they ran.
+//
+// Thread: any.
+// Bad input: NULL is a no-op; so is a future whose never-retrieved report is running.
+void afut_unref(struct afut_t *fut);
+
+// Completes `fut` with `value` (asyncio `set_result`). Its done-callbacks are scheduled on
+// its loop (they run in a later iteration, never inside this call); a thread other than the
+// loop's wakes the loop.
+//
+// Thread: any.
+// Ownership: on `AFUT_OK` the future owns `value` and calls `value_free(value)` (if not NULL)
+// once when it is freed; `afut_result` lends it out meanwhile. On any error `value` stays the
+// caller's and `value_free` is not called.
+// Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` if `fut` is already done (cancelled included).
+// If the loop is closed the future still completes (`AFUT_OK`) and its callbacks are dropped.
+// Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`.
+afut_status_t afut_set_result(struct afut_t *fut, void *value, afut_free_fn value_free);
+
+// Completes `fut` with an exception (asyncio `set_exception`): `code` (the application's, not
+// 0), a `message` (copied; may be NULL) and a `detail` payload (may be NULL). Callbacks are
+// scheduled as for `afut_set_result`. The exception is marked "unretrieved" until
+// `afut_result`, `afut_exception` or `afut_cancel` is called on the future.
+//
+// Thread: any.
+// Ownership: on `AFUT_OK` the future owns `detail` and calls `detail_free(detail)` (if not
+// NULL) once when freed. On any error `detail` stays the caller's.
+// Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` if already done.
+// Bad input: NULL `fut` or `code == 0` returns `AFUT_ERR_INVALID_ARGUMENT`, changing nothing.
+afut_status_t afut_set_exception(struct afut_t *fut, int32_t code, const char *message, void *detail, afut_free_fn detail_free);
+
+// Reads the outcome (asyncio `result()`).
+//
+// Thread: any.
+// Ownership: `*value_out` is borrowed from the future and valid as long as it lives.
+// Returns: `AFUT_OK` (and the value in `*value_out`, if `value_out` is not NULL);
+// `AFUT_ERR_EXCEPTION` if it holds an exception (now counted as retrieved; read it with
+// `afut_exception`); `AFUT_ERR_CANCELLED`; `AFUT_ERR_INVALID_STATE` while pending.
+// Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`. `value_out` may be NULL.
+afut_status_t afut_result(struct afut_t *fut, void **value_out);
+
+// Reads the exception (asyncio `exception()`), marking it retrieved.
+//
+// Thread: any.
+// Ownership: `out->message` and `out->detail` are borrowed from the future, valid as long as
+// it lives.
+// Returns: `AFUT_OK` with `out->code == 0` (and NULL message and detail) if the future has a
+// result; `AFUT_OK` with the exception if it has one; `AFUT_ERR_CANCELLED`;
+// `AFUT_ERR_INVALID_STATE` while pending. `*out` is written only on `AFUT_OK`.
+// Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`. `out` may be NULL.
+afut_status_t afut_exception(struct afut_t *fut, struct afut_exception_t *out);
+
+// True once the future is finished or cancelled.
+//
+// Thread: any. Bad input: NULL returns false.
+bool afut_done(const struct afut_t *fut);
+
+// True if the future was cancelled.
+//
+// Thread: any. Bad input: NULL returns false.
+bool afut_cancelled(const struct afut_t *fut);
+
+// Cancels a pending future (asyncio `cancel(msg)`), storing a copy of `msg` (may be NULL),
+// and schedules its callbacks. Whatever the state, it also marks a stored exception as
+// retrieved (so a failed future that is cancelled is never reported).
+//
+// Thread: any.
+// Returns: true if this call cancelled the future; false if it was already done.
+// Bad input: NULL `fut` returns false.
+bool afut_cancel(struct afut_t *fut, const char *msg);
+
+// The message given to the `afut_cancel` call that cancelled the future.
+//
+// Thread: any.
+// Ownership: borrowed from the future; the same pointer on every call, valid as long as the
+// future lives.
+// Returns: NULL if the future is not cancelled or was cancelled without a message.
+// Bad input: NULL returns NULL.
+const char *afut_cancel_message(const struct afut_t *fut);
+
+// Registers `cb(fut, userdata)` to run once the future is done.
+//
+// For a future bound to a loop, `cb` always runs on the loop's thread in a later iteration,
+// never inside this call or inside the call that completes the future: callbacks of one
+// completion run in registration order, as one contiguous run of the loop's ready queue.
+// Adding to a done future schedules `cb` at once (asyncio `call_soon`). For a loop-less future
+// see `afut_new`.
+//
+// Thread: any. `cb` may call any afut function, including on `fut` itself (even dropping
+// the last reference to it).
+// Ownership: on `AFUT_OK` the library owns `userdata` and calls `userdata_free(userdata)`
+// (if not NULL) exactly once: after `cb` ran, or when the entry is removed, or dropped because
+// the loop closed or the future was freed first. On error it stays the caller's.
+// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_CLOSED` if the future is done and its loop closed.
+// Bad input: NULL `fut` or `cb` returns `AFUT_ERR_INVALID_ARGUMENT`; a future whose
+// never-retrieved report is running returns `AFUT_ERR_INVALID_STATE`.
+afut_status_t afut_add_done_callback(struct afut_t *fut, afut_done_fn cb, void *userdata, afut_free_fn userdata_free);
+
+// Removes every registered entry equal to `(cb, userdata)` (asyncio `remove_done_callback`),
+// calling each removed entry's `userdata_free` once. Callbacks already queued because the
+// future is done cannot be removed.
+//
+// Thread: any.
+// Returns: how many entries were removed (0 once the future is done).
+// Bad input: NULL `fut` or `cb` returns 0.
+size_t afut_remove_done_callback(struct afut_t *fut, afut_done_fn cb, void *userdata);
+
+// The loop the future is bound to.
+//
+// Thread: any.
+// Ownership: borrowed; the caller's `afut_loop_new` reference is what keeps it valid.
+// Returns: NULL for a loop-less future, or once the loop was freed with `afut_loop_free`.
+// Bad input: NULL returns NULL.
+struct afut_loop_t *afut_get_loop(const struct afut_t *fut);
+
+// Writes an asyncio-style description into `buf`, with snprintf's rules: at most `len - 1`
+// characters and a NUL (nothing when `len == 0`). Formats: `<Future pending>`,
+// `<Future pending cb=[2]>`, `<Future cancelled>`, `<Future finished result=0x1f2e>`
+// (`result=NULL` for a NULL value), `<Future finished exception=code 5: boom>` (without
+// `: message` when there is none).
+//
+// Thread: any.
+// Returns: the length of the full description (excluding the NUL), as snprintf does.
+// Bad input: NULL `fut` describes as `<NULL>`; NULL `buf` writes nothing.
+size_t afut_describe(const struct afut_t *fut, char *buf, size_t len);
+
+// Blocks the calling thread until the future is done, whatever its outcome.
+// `timeout_s`: 0 polls, `INFINITY` waits forever, a negative value acts as 0.
+//
+// Thread: any thread except the one running the future's loop (the future could never
+// complete): that returns `AFUT_ERR_WRONG_THREAD` without waiting.
+// Returns: `AFUT_OK` when done; `AFUT_ERR_TIMEOUT`.
+// Bad input: NULL `fut` or NaN `timeout_s` returns `AFUT_ERR_INVALID_ARGUMENT`.
+afut_status_t afut_wait(struct afut_t *fut, double timeout_s);
+
+// True iff `obj` is a live future or task handle of this library.
+//
+// A debugging and binding aid, not a safety guarantee: `obj` must be NULL or point to at
+// least 16 readable bytes. A handle's tag is cleared when it is freed, so a freed handle
+// answers false while its memory is not reused.
+//
+// Thread: any. Bad input: NULL returns false.
+bool afut_isfuture(const void *obj);
+
+// asyncio `ensure_future` for futures: `obj` itself (as a new reference) if it is bound to
+// `loop`, else `afut_wrap_future(loop, obj)`.
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller.
+// Bad input: NULL `loop` or `obj` returns NULL.
+struct afut_t *afut_ensure_future(struct afut_loop_t *loop, struct afut_t *obj);
+
+// A future bound to `loop` that mirrors `other` (a loop-less future or one of another loop;
+// for a future of `loop` itself, `other` is returned as a new reference). When `other` is
+// done, its outcome is copied onto the wrapper in a later iteration of `loop` (even if it was
+// done already); cancelling either side cancels the other (asyncio `_chain_future`), the
+// cancel message included.
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller. The mirrored value or detail is
+// borrowed from `other`, which the wrapper keeps a reference to until it is freed.
+// Bad input: NULL `loop` or `other` returns NULL.
+struct afut_t *afut_wrap_future(struct afut_loop_t *loop, struct afut_t *other);
+
+// A future of `loop` that a timer completes with `value` after `delay_s` seconds (asyncio
+// `sleep(delay, result)`). `delay_s <= 0` completes it after exactly one iteration;
+// `INFINITY` never. Cancelling the future cancels the timer.
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller. On success the library owns
+// `value`: the future owns it once completed; if the future is cancelled first (or the
+// loop closes first), `value_free(value)` runs then. On failure `value` stays the caller's.
+// Bad input: NULL `loop` or NaN `delay_s` returns NULL; so does a closed loop.
+struct afut_t *afut_sleep(struct afut_loop_t *loop, double delay_s, void *value, afut_free_fn value_free);
+
+// The library version, "MAJOR.MINOR.PATCH" (equal to `AFUT_VERSION_STRING` of the header the
+// program was compiled with, when header and library match).
+//
+// Thread: any. Ownership: a static string.
+const char *afut_version(void);
+
+// A static description of a status code; never NULL ("unknown status" for codes this version
+// does not know).
+//
+// Thread: any. Ownership: a static string.
+const char *afut_status_str(int32_t status);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif  // __cplusplus
+
+#endif  /* AFUT_H */

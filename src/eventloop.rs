@@ -1,0 +1,515 @@
+//! The event loop: a ready queue run in batches, a timer heap, and the wakeup that lets any
+//! thread hand it work.
+//!
+//! One iteration (asyncio's `_run_once`, SEMANTICS.md L2): wait for work (unless some is ready),
+//! consume the wakeup signal, move due timers to the ready queue, take the whole ready queue
+//! as this iteration's batch and run it. What the batch schedules lands in the (new) ready
+//! queue and runs in the next iteration.
+//!
+//! Locking: `sched` protects the queue, the handle table and the timers. It is held only to
+//! push or take entries, never while C code runs: callbacks, userdata destructors and the
+//! exception handler all run with no lock held.
+
+use std::collections::VecDeque;
+use std::ffi::CStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::callback::{Callback, DoneCallback, Hook};
+use crate::clock;
+use crate::ffi::types::afut_loop_t;
+use crate::future::{Future, FutureInner};
+use crate::handles::{Handle, HandleTable};
+use crate::report::{Handler, afut_error_context_t, afut_exception_t, write_to_stderr};
+use crate::status::*;
+use crate::timers::TimerHeap;
+use crate::wakeup::Wakeup;
+
+/// Debug mode reports callbacks slower than this (asyncio `slow_callback_duration`).
+const SLOW_CALLBACK_S: f64 = 0.1;
+
+enum Item {
+    /// A `call_soon` / due `call_at` entry; skipped if its handle was cancelled meanwhile.
+    Call(Handle),
+    /// A done-callback of a completed future.
+    Done(Future, DoneCallback),
+}
+
+#[derive(Default)]
+struct Sched {
+    closed: bool,
+    ready: VecDeque<Item>,
+    /// The previous batch's (empty) buffer, reused to avoid an allocation per iteration.
+    spare: VecDeque<Item>,
+    handles: HandleTable,
+    timers: TimerHeap,
+}
+
+pub struct LoopInner {
+    sched: Mutex<Sched>,
+    wake: Wakeup,
+    /// Token of the thread inside run_* / close (0: none).
+    running: AtomicU64,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    freed: AtomicBool,
+    debug: AtomicBool,
+    poisoned: AtomicBool,
+    /// A host asked for the fd or installed a wakeup hook: keep the fd's readiness exact.
+    host_mode: AtomicBool,
+    /// Incremented around each run_until_complete so a stale stop callback is inert (B14).
+    run_generation: AtomicU64,
+    handler: Mutex<Option<Arc<Handler>>>,
+    wakeup_hook: Mutex<Option<Arc<Hook>>>,
+}
+
+/// A reference to a loop.
+#[derive(Clone)]
+pub struct Loop(pub(crate) Arc<LoopInner>);
+
+/// A small non-zero number per thread, to tell the loop's thread from the others.
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TOKEN.with(|t| *t)
+}
+
+/// A unique token for library-internal done-callbacks.
+pub fn next_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Marks the loop as owned by this thread for a run (or a close); released on drop, also
+/// when a panic unwinds through the run.
+struct RunGuard<'a>(&'a LoopInner);
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.poisoned.store(true, Ordering::Release);
+        }
+        self.0.running.store(0, Ordering::Release);
+    }
+}
+
+impl Loop {
+    pub fn new() -> std::io::Result<Loop> {
+        Ok(Loop(Arc::new(LoopInner {
+            sched: Mutex::new(Sched::default()),
+            wake: Wakeup::new()?,
+            running: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            freed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+            host_mode: AtomicBool::new(false),
+            run_generation: AtomicU64::new(0),
+            handler: Mutex::new(None),
+            wakeup_hook: Mutex::new(None),
+        })))
+    }
+
+    pub fn as_ptr(&self) -> *mut afut_loop_t {
+        Arc::as_ptr(&self.0) as *mut afut_loop_t
+    }
+
+    pub fn same(&self, other: &Loop) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    fn downgrade(&self) -> Weak<LoopInner> {
+        Arc::downgrade(&self.0)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.0.running.load(Ordering::Acquire) != 0
+    }
+
+    /// True on the thread currently inside this loop's run_* call.
+    pub fn is_running_on_this_thread(&self) -> bool {
+        self.0.running.load(Ordering::Acquire) == thread_token()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    pub fn is_freed(&self) -> bool {
+        self.0.freed.load(Ordering::Acquire)
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.0.poisoned.load(Ordering::Acquire)
+    }
+
+    pub fn poison(&self) {
+        self.0.poisoned.store(true, Ordering::Release);
+    }
+
+    pub fn set_debug(&self, on: bool) {
+        self.0.debug.store(on, Ordering::Release);
+    }
+
+    // ----- scheduling (any thread) -----
+
+    /// `call_soon` (`when == None`) or `call_at`. On failure the callback comes back unrun.
+    pub fn schedule(&self, cb: Callback, when: Option<f64>) -> Result<Handle, (afut_status_t, Callback)> {
+        let mut s = self.0.sched.lock();
+        if s.closed {
+            return Err((AFUT_ERR_LOOP_CLOSED, cb));
+        }
+        let handle = s.handles.insert(cb, when.is_some());
+        match when {
+            None => s.ready.push_back(Item::Call(handle)),
+            Some(w) => s.timers.push(w, handle),
+        }
+        drop(s);
+        self.notify();
+        Ok(handle)
+    }
+
+    /// Queues a completed future's callbacks as one contiguous run (F5). On a closed loop
+    /// they come back unqueued.
+    pub fn schedule_done(&self, fut: &Future, callbacks: Vec<DoneCallback>) -> Result<(), (afut_status_t, Vec<DoneCallback>)> {
+        let mut s = self.0.sched.lock();
+        if s.closed {
+            return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
+        }
+        s.ready.extend(callbacks.into_iter().map(|cb| Item::Done(fut.clone(), cb)));
+        drop(s);
+        self.notify();
+        Ok(())
+    }
+
+    /// `afut_loop_cancel`: true iff the callback had not started; it is dropped (its
+    /// userdata freed) after the lock is released.
+    pub fn cancel(&self, handle: Handle) -> bool {
+        let entry = {
+            let mut s = self.0.sched.lock();
+            let Some(entry) = s.handles.remove(handle) else { return false };
+            if entry.is_timer {
+                let Sched { timers, handles, .. } = &mut *s;
+                timers.note_cancelled(handles);
+            }
+            entry
+        };
+        drop(entry);
+        true
+    }
+
+    /// Work was queued: wake the loop unless the queuing thread is the one running it.
+    fn notify(&self) {
+        if !self.is_running_on_this_thread() {
+            self.signal();
+        }
+    }
+
+    fn signal(&self) {
+        if self.0.wake.signal() {
+            let hook = self.0.wakeup_hook.lock().clone();
+            if let Some(h) = hook {
+                h.call();
+            }
+        }
+    }
+
+    /// `afut_loop_stop`: the current batch finishes, then the run returns.
+    pub fn stop(&self) {
+        self.0.stopping.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    // ----- host integration -----
+
+    pub fn fd(&self) -> i32 {
+        if !self.0.host_mode.swap(true, Ordering::AcqRel) {
+            let next = self.next_deadline();
+            self.0.wake.arm_timer(next);
+            if !self.0.sched.lock().ready.is_empty() {
+                self.signal();
+            }
+        }
+        self.0.wake.fd()
+    }
+
+    pub fn set_wakeup_hook(&self, hook: Option<Hook>) {
+        let old = std::mem::replace(&mut *self.0.wakeup_hook.lock(), hook.map(Arc::new));
+        self.0.host_mode.store(true, Ordering::Release);
+        drop(old);
+    }
+
+    fn next_deadline(&self) -> Option<f64> {
+        let mut s = self.0.sched.lock();
+        let Sched { timers, handles, .. } = &mut *s;
+        timers.next_deadline(handles)
+    }
+
+    /// `afut_loop_timeout_ms`: -1 nothing scheduled, 0 work ready, else ms to the next timer
+    /// rounded up.
+    pub fn timeout_ms(&self) -> i32 {
+        if self.is_closed() {
+            return -1;
+        }
+        if self.0.wake.is_signalled() || self.0.stopping.load(Ordering::Acquire) {
+            return 0;
+        }
+        let mut s = self.0.sched.lock();
+        if !s.ready.is_empty() {
+            return 0;
+        }
+        let Sched { timers, handles, .. } = &mut *s;
+        match timers.next_deadline(handles) {
+            None => -1,
+            Some(d) => clock::ms_until(d).unwrap_or(-1),
+        }
+    }
+
+    // ----- running (the loop's thread) -----
+
+    fn enter(&self) -> Result<RunGuard<'_>, afut_status_t> {
+        if self.is_poisoned() {
+            return Err(AFUT_ERR_PANIC);
+        }
+        if self.is_closed() {
+            return Err(AFUT_ERR_LOOP_CLOSED);
+        }
+        if self
+            .0
+            .running
+            .compare_exchange(0, thread_token(), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(AFUT_ERR_LOOP_RUNNING);
+        }
+        let guard = RunGuard(&self.0);
+        if self.is_closed() {
+            return Err(AFUT_ERR_LOOP_CLOSED);
+        }
+        Ok(guard)
+    }
+
+    pub fn run_forever(&self) -> afut_status_t {
+        let _guard = match self.enter() {
+            Ok(g) => g,
+            Err(s) => return s,
+        };
+        self.run_until_stopped();
+        AFUT_OK
+    }
+
+    fn run_until_stopped(&self) {
+        loop {
+            self.iteration(-1);
+            if self.0.stopping.swap(false, Ordering::AcqRel) {
+                break;
+            }
+        }
+    }
+
+    /// `afut_loop_run_until_complete` for a future bound to this loop.
+    pub fn run_until_complete(&self, fut: &Future) -> afut_status_t {
+        if !fut.event_loop().is_some_and(|l| l.same(self)) {
+            return AFUT_ERR_INVALID_ARGUMENT;
+        }
+        let _guard = match self.enter() {
+            Ok(g) => g,
+            Err(s) => return s,
+        };
+        let generation = self.0.run_generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let token = next_token();
+        let weak = self.downgrade();
+        let stopper = DoneCallback::rust(token, move |_| {
+            if let Some(l) = weak.upgrade() {
+                if l.run_generation.load(Ordering::Acquire) == generation {
+                    l.stopping.store(true, Ordering::Release);
+                }
+            }
+        });
+        if let Err((s, cb)) = fut.add_done_callback(stopper) {
+            drop(cb);
+            return s;
+        }
+        self.run_until_stopped();
+        // A stale stopper must never stop a later run (B14): remove it, and make a queued
+        // one inert.
+        fut.remove_token(token);
+        self.0.run_generation.fetch_add(1, Ordering::AcqRel);
+        if !fut.is_done() {
+            return AFUT_ERR_INVALID_STATE;
+        }
+        match fut.result() {
+            Ok(_) => AFUT_OK,
+            Err(s) => s,
+        }
+    }
+
+    /// `afut_loop_run_once`: one iteration, waiting up to `timeout_ms` for work.
+    pub fn run_once(&self, timeout_ms: i32) -> Result<usize, afut_status_t> {
+        let _guard = self.enter()?;
+        Ok(self.iteration(if timeout_ms < 0 { -1 } else { timeout_ms }))
+    }
+
+    /// One iteration; returns how many callbacks and timers ran.
+    fn iteration(&self, max_wait_ms: i32) -> usize {
+        let inner = &*self.0;
+        let host = inner.host_mode.load(Ordering::Acquire);
+        if max_wait_ms != 0 && !inner.wake.is_signalled() && !inner.stopping.load(Ordering::Acquire) {
+            let timeout = {
+                let mut s = inner.sched.lock();
+                if !s.ready.is_empty() {
+                    0
+                } else {
+                    let Sched { timers, handles, .. } = &mut *s;
+                    match timers.next_deadline(handles).and_then(clock::ms_until) {
+                        None => max_wait_ms,
+                        Some(t) if max_wait_ms < 0 => t,
+                        Some(t) => t.min(max_wait_ms),
+                    }
+                }
+            };
+            if timeout != 0 {
+                inner.wake.wait(timeout);
+            }
+        }
+        // Drain the signal before taking the queue: anything queued after this point
+        // raises it again (no lost wakeup).
+        inner.wake.clear();
+        let now = clock::now();
+        if host && inner.wake.armed_deadline() <= now {
+            inner.wake.consume_timer();
+        }
+        let mut batch = {
+            let mut s = inner.sched.lock();
+            let Sched { timers, handles, ready, spare, .. } = &mut *s;
+            timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
+            let batch = std::mem::take(spare);
+            std::mem::replace(ready, batch)
+        };
+        let debug = inner.debug.load(Ordering::Acquire);
+        let mut ran = 0;
+        for item in batch.drain(..) {
+            let started = debug.then(Instant::now);
+            let what = match item {
+                Item::Call(h) => {
+                    let entry = inner.sched.lock().handles.remove(h);
+                    let Some(entry) = entry else { continue };
+                    let what = debug.then(|| entry.callback.describe());
+                    entry.callback.run();
+                    what
+                }
+                Item::Done(fut, cb) => {
+                    let what = debug.then(|| cb.describe());
+                    cb.run(&fut);
+                    what
+                }
+            };
+            ran += 1;
+            if let (Some(t), Some(what)) = (started, what) {
+                let took = t.elapsed().as_secs_f64();
+                if took >= SLOW_CALLBACK_S {
+                    let msg = std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds"))
+                        .unwrap_or_default();
+                    self.report(&msg, None, None);
+                }
+            }
+        }
+        let remaining = {
+            let mut s = inner.sched.lock();
+            if s.spare.capacity() < batch.capacity() {
+                s.spare = batch;
+            }
+            if host {
+                let Sched { timers, handles, ready, .. } = &mut *s;
+                Some((!ready.is_empty(), timers.next_deadline(handles)))
+            } else {
+                None
+            }
+        };
+        if let Some((work_left, next)) = remaining {
+            // Keep the fd exact for hosts: readable (with a fresh edge) while work is left,
+            // the timerfd armed for the next deadline.
+            if work_left {
+                self.signal();
+            }
+            inner.wake.arm_timer(next);
+        }
+        ran
+    }
+
+    /// `afut_loop_close`: refuses while running; drops everything queued (each userdata freed
+    /// once, outside the lock); idempotent.
+    pub fn close(&self) -> afut_status_t {
+        let _guard = match self.enter() {
+            Ok(g) => g,
+            Err(AFUT_ERR_LOOP_CLOSED) => return AFUT_OK,
+            Err(AFUT_ERR_PANIC) if self.0.running.load(Ordering::Acquire) == 0 => {
+                // A poisoned loop can still be closed and freed.
+                self.0.running.store(thread_token(), Ordering::Release);
+                RunGuard(&self.0)
+            }
+            Err(s) => return s,
+        };
+        let (ready, spare, entries) = {
+            let mut s = self.0.sched.lock();
+            s.closed = true;
+            self.0.closed.store(true, Ordering::Release);
+            s.timers.clear();
+            (std::mem::take(&mut s.ready), std::mem::take(&mut s.spare), s.handles.drain())
+        };
+        drop(ready);
+        drop(spare);
+        drop(entries);
+        AFUT_OK
+    }
+
+    /// `afut_loop_free`: closes, then releases the handler and the wakeup hook. The caller
+    /// then drops its reference; futures may keep the loop's memory alive a while longer.
+    pub fn release(&self) -> bool {
+        if self.0.running.load(Ordering::Acquire) != 0 {
+            eprintln!(
+                "afut: afut_loop_free() called while the loop is running (from one of its callbacks?); ignored"
+            );
+            return false;
+        }
+        self.close();
+        self.0.freed.store(true, Ordering::Release);
+        let handler = self.0.handler.lock().take();
+        let hook = self.0.wakeup_hook.lock().take();
+        drop(handler);
+        drop(hook);
+        true
+    }
+
+    // ----- reports -----
+
+    pub fn set_exception_handler(&self, handler: Option<Handler>) {
+        let old = std::mem::replace(&mut *self.0.handler.lock(), handler.map(Arc::new));
+        drop(old);
+    }
+
+    /// Delivers a report to the exception handler (or stderr), with no lock held.
+    pub fn report(&self, message: &CStr, future: Option<&FutureInner>, exception: Option<&afut_exception_t>) {
+        let handler = if self.is_freed() { None } else { self.0.handler.lock().clone() };
+        match handler {
+            Some(h) => {
+                let ctx = afut_error_context_t {
+                    message: message.as_ptr(),
+                    future: future.map_or(std::ptr::null_mut(), |f| f as *const FutureInner as *mut _),
+                    exception: exception.map_or(std::ptr::null(), |e| e as *const _),
+                };
+                h.call(self.as_ptr(), &ctx);
+            }
+            None => {
+                let description = future.map(|f| f.describe());
+                write_to_stderr(message, description.as_deref(), exception);
+            }
+        }
+    }
+}

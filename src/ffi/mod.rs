@@ -1,0 +1,10 @@
+//! The C ABI: every exported `afut_*` function, and every `unsafe` pointer conversion.
+//!
+//! Each export validates its pointers, converts them through [`types`], calls the safe core,
+//! and runs inside the [`panic`] boundary.
+
+pub mod eventloop;
+pub mod future;
+pub mod library;
+pub mod panic;
+pub mod types;

@@ -1,0 +1,97 @@
+//! The opaque C handle types and every conversion between a C pointer and a Rust reference.
+//!
+//! `afut_t *` is the address of a `FutureInner` inside its `Arc` (from `Arc::into_raw`), and
+//! `afut_loop_t *` likewise for a `LoopInner`. Each live `afut_t *` the caller holds is one
+//! strong count. The functions here are the only places that turn those pointers back into
+//! references.
+
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+
+use crate::eventloop::{Loop, LoopInner};
+use crate::future::{Future, FutureInner, TAG_FINALIZING};
+
+/// A future (a task is also one). Opaque; reference counted with `afut_ref` / `afut_unref`.
+#[allow(non_camel_case_types)]
+pub struct afut_t {
+    _private: [u8; 0],
+}
+
+/// An event loop. Opaque; created by `afut_loop_new`, released by `afut_loop_free`.
+#[allow(non_camel_case_types)]
+pub struct afut_loop_t {
+    _private: [u8; 0],
+}
+
+/// Borrows the caller's future without touching its count. `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or a live `afut_t *` from this library (the API contract).
+pub unsafe fn borrow_future(p: *const afut_t) -> Option<ManuallyDrop<Future>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: per the contract `p` came from `Arc::into_raw` of a `FutureInner` and the caller
+    // holds a count (or the library does, during a callback or report); ManuallyDrop keeps
+    // this borrow from releasing that count.
+    Some(ManuallyDrop::new(Future(unsafe { Arc::from_raw(p as *const FutureInner) })))
+}
+
+/// Like [`borrow_future`], but also refuses a future whose never-retrieved report is running:
+/// for every call that may take a new reference to it.
+///
+/// # Safety
+/// As for [`borrow_future`].
+pub unsafe fn borrow_future_to_keep(p: *const afut_t) -> Option<ManuallyDrop<Future>> {
+    // SAFETY: forwarded contract.
+    let fut = unsafe { borrow_future(p) }?;
+    (fut.inner().tag() != TAG_FINALIZING).then_some(fut)
+}
+
+/// Hands a new reference to C.
+pub fn future_into_raw(fut: Future) -> *mut afut_t {
+    Arc::into_raw(fut.0) as *mut afut_t
+}
+
+/// Takes back one reference the caller held.
+///
+/// # Safety
+/// `p` is a live `afut_t *` whose count the caller gives up.
+pub unsafe fn future_from_raw(p: *const afut_t) -> Future {
+    // SAFETY: forwarded contract: one strong count is transferred back to Rust.
+    Future(unsafe { Arc::from_raw(p as *const FutureInner) })
+}
+
+/// Adds one reference for C.
+///
+/// # Safety
+/// `p` is a live, non-finalizing `afut_t *`.
+pub unsafe fn future_add_ref(p: *const afut_t) {
+    // SAFETY: the caller holds a count, so the allocation is alive and the count is >= 1.
+    unsafe { Arc::increment_strong_count(p as *const FutureInner) }
+}
+
+/// Borrows the caller's loop. `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or a live `afut_loop_t *` (not yet passed to `afut_loop_free`).
+pub unsafe fn borrow_loop(p: *const afut_loop_t) -> Option<ManuallyDrop<Loop>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` came from `Arc::into_raw` in `afut_loop_new` and the owner's count is alive.
+    Some(ManuallyDrop::new(Loop(unsafe { Arc::from_raw(p as *const LoopInner) })))
+}
+
+pub fn loop_into_raw(l: Loop) -> *mut afut_loop_t {
+    Arc::into_raw(l.0) as *mut afut_loop_t
+}
+
+/// Takes back the owner's reference (`afut_loop_free`).
+///
+/// # Safety
+/// `p` is a live `afut_loop_t *` whose owner gives it up.
+pub unsafe fn loop_from_raw(p: *const afut_loop_t) -> Loop {
+    // SAFETY: forwarded contract.
+    Loop(unsafe { Arc::from_raw(p as *const LoopInner) })
+}

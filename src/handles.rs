@@ -1,0 +1,119 @@
+//! Handles: the table of scheduled callbacks (`call_soon`, `call_later`, `call_at`).
+//!
+//! A handle is `generation << 32 | slot`. Generations start at 1, so a handle is never 0,
+//! and a slot's generation changes each time it is freed, so a stale handle (already run or
+//! cancelled) never matches the slot's next occupant.
+
+use crate::callback::Callback;
+
+pub type Handle = u64;
+
+struct Slot {
+    generation: u32,
+    entry: Option<Entry>,
+}
+
+pub struct Entry {
+    pub callback: Callback,
+    /// True while the callback sits in the timer heap (not yet moved to the ready queue).
+    pub is_timer: bool,
+}
+
+#[derive(Default)]
+pub struct HandleTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+fn split(handle: Handle) -> (u32, usize) {
+    ((handle >> 32) as u32, (handle & 0xffff_ffff) as usize)
+}
+
+impl HandleTable {
+    pub fn insert(&mut self, callback: Callback, is_timer: bool) -> Handle {
+        let entry = Some(Entry { callback, is_timer });
+        self.live += 1;
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize].entry = entry;
+                i
+            }
+            None => {
+                self.slots.push(Slot { generation: 1, entry });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        ((self.slots[index as usize].generation as u64) << 32) | index as u64
+    }
+
+    fn slot_mut(&mut self, handle: Handle) -> Option<&mut Slot> {
+        let (generation, index) = split(handle);
+        self.slots
+            .get_mut(index)
+            .filter(|s| s.generation == generation && s.entry.is_some())
+    }
+
+    pub fn contains(&self, handle: Handle) -> bool {
+        let (generation, index) = split(handle);
+        self.slots
+            .get(index)
+            .is_some_and(|s| s.generation == generation && s.entry.is_some())
+    }
+
+    pub fn get_mut(&mut self, handle: Handle) -> Option<&mut Entry> {
+        self.slot_mut(handle)?.entry.as_mut()
+    }
+
+    /// Takes the entry out; the handle is dead from then on.
+    pub fn remove(&mut self, handle: Handle) -> Option<Entry> {
+        let slot = self.slot_mut(handle)?;
+        let entry = slot.entry.take();
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        let (_, index) = split(handle);
+        self.free.push(index as u32);
+        self.live -= 1;
+        entry
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Empties the table, returning every entry (to be dropped outside any lock).
+    pub fn drain(&mut self) -> Vec<Entry> {
+        let mut out = Vec::with_capacity(self.live);
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(e) = slot.entry.take() {
+                slot.generation = slot.generation.wrapping_add(1).max(1);
+                self.free.push(i as u32);
+                out.push(e);
+            }
+        }
+        self.live = 0;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_handles_never_match() {
+        let mut t = HandleTable::default();
+        let a = t.insert(Callback::rust(|| {}), false);
+        assert_ne!(a, 0);
+        assert!(t.contains(a));
+        assert!(t.remove(a).is_some());
+        assert!(t.remove(a).is_none());
+        let b = t.insert(Callback::rust(|| {}), true);
+        assert_ne!(a, b, "the slot is reused under a new generation");
+        assert!(!t.contains(a));
+        assert!(t.contains(b));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.drain().len(), 1);
+        assert!(!t.contains(b));
+        assert_eq!(t.len(), 0);
+    }
+}

@@ -1,0 +1,46 @@
+//! `afut_sleep`: a future that a timer completes with a given value.
+//!
+//! `delay <= 0` uses `call_soon`, so the future is done after exactly one iteration
+//! (asyncio's `sleep(0)`, SEMANTICS.md SL1). Cancelling the future cancels its timer on the
+//! next iteration, which frees the value (it was never delivered).
+
+use crate::callback::{Callback, DoneCallback, Owned};
+use crate::clock;
+use crate::eventloop::{Loop, next_token};
+use crate::future::Future;
+use crate::status::*;
+
+pub fn sleep(event_loop: &Loop, delay_s: f64, value: Owned) -> Result<Future, (afut_status_t, Owned)> {
+    if delay_s.is_nan() {
+        return Err((AFUT_ERR_INVALID_ARGUMENT, value));
+    }
+    let fut = Future::new(Some(event_loop.clone()));
+    let target = fut.clone();
+    // The value travels in a slot so that a refused schedule can give it back.
+    let slot = std::sync::Arc::new(parking_lot::Mutex::new(Some(value)));
+    let timer_slot = slot.clone();
+    let fire = Callback::rust(move || {
+        if let Some(v) = timer_slot.lock().take() {
+            // Refused if the future was cancelled meanwhile: the value is freed here.
+            let _ = target.set_result(v);
+        }
+    });
+    let when = if delay_s <= 0.0 { None } else { Some(clock::now() + delay_s) };
+    let handle = match event_loop.schedule(fire, when) {
+        Ok(h) => h,
+        Err((status, cb)) => {
+            drop(cb);
+            let value = slot.lock().take().expect("the value was not delivered");
+            return Err((status, value));
+        }
+    };
+    let timer_loop = event_loop.clone();
+    let cancel_timer = DoneCallback::rust(next_token(), move |f: &Future| {
+        if f.is_cancelled() {
+            timer_loop.cancel(handle);
+        }
+    });
+    // Cannot fail: the future is pending.
+    let _ = fut.add_done_callback(cancel_timer);
+    Ok(fut)
+}

@@ -1,0 +1,147 @@
+//! Timers: a binary min-heap of deadlines, ties broken by scheduling order (FIFO).
+//!
+//! The callbacks themselves live in the [`HandleTable`]; the heap holds only
+//! `(when, seq, handle)`. Cancelling a timer removes it from the table and leaves a dead
+//! heap entry that is skipped when it reaches the top; when more than half of a large heap
+//! is dead, it is rebuilt (asyncio's rule, SEMANTICS.md L4).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::handles::{Handle, HandleTable};
+
+struct TimerEntry {
+    when: f64,
+    seq: u64,
+    handle: Handle,
+}
+
+impl PartialEq for TimerEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for TimerEntry {}
+impl PartialOrd for TimerEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerEntry {
+    /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest deadline first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.when.total_cmp(&self.when).then(other.seq.cmp(&self.seq))
+    }
+}
+
+#[derive(Default)]
+pub struct TimerHeap {
+    heap: BinaryHeap<TimerEntry>,
+    next_seq: u64,
+    dead: usize,
+}
+
+const COMPACT_MIN: usize = 100;
+
+impl TimerHeap {
+    pub fn push(&mut self, when: f64, handle: Handle) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.heap.push(TimerEntry { when, seq, handle });
+    }
+
+    /// Records that one heap entry's handle was cancelled.
+    pub fn note_cancelled(&mut self, handles: &HandleTable) {
+        self.dead += 1;
+        if self.heap.len() > COMPACT_MIN && self.dead * 2 > self.heap.len() {
+            self.heap.retain(|e| handles.contains(e.handle));
+            self.dead = 0;
+        }
+    }
+
+    fn drop_dead_head(&mut self, handles: &HandleTable) {
+        while let Some(top) = self.heap.peek() {
+            if handles.contains(top.handle) {
+                break;
+            }
+            self.heap.pop();
+            self.dead = self.dead.saturating_sub(1);
+        }
+    }
+
+    /// The earliest live deadline.
+    pub fn next_deadline(&mut self, handles: &HandleTable) -> Option<f64> {
+        self.drop_dead_head(handles);
+        self.heap.peek().map(|e| e.when)
+    }
+
+    /// Pops every live timer due at `now` (deadline order, FIFO ties) into `out`.
+    pub fn pop_due(&mut self, now: f64, handles: &mut HandleTable, mut out: impl FnMut(Handle)) {
+        loop {
+            self.drop_dead_head(handles);
+            match self.heap.peek() {
+                Some(top) if top.when <= now => {
+                    let e = self.heap.pop().unwrap();
+                    if let Some(entry) = handles.get_mut(e.handle) {
+                        entry.is_timer = false;
+                    }
+                    out(e.handle);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.heap.clear();
+        self.dead = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::callback::Callback;
+
+    #[test]
+    fn deadline_order_with_fifo_ties() {
+        let mut handles = HandleTable::default();
+        let mut timers = TimerHeap::default();
+        let mut expect = Vec::new();
+        for i in 0..20 {
+            let h = handles.insert(Callback::rust(|| {}), true);
+            timers.push(if i % 2 == 0 { 5.0 } else { 1.0 }, h);
+            expect.push((if i % 2 == 0 { 5.0 } else { 1.0 }, i, h));
+        }
+        expect.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut out = Vec::new();
+        timers.pop_due(10.0, &mut handles, |h| out.push(h));
+        assert_eq!(out, expect.iter().map(|e| e.2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn cancelled_timers_are_skipped_and_compacted() {
+        let mut handles = HandleTable::default();
+        let mut timers = TimerHeap::default();
+        let hs: Vec<_> = (0..300)
+            .map(|i| {
+                let h = handles.insert(Callback::rust(|| {}), true);
+                timers.push(i as f64, h);
+                h
+            })
+            .collect();
+        for h in &hs[..200] {
+            handles.remove(*h);
+            timers.note_cancelled(&handles);
+        }
+        assert!(timers.len() < 300, "compacted");
+        assert_eq!(timers.next_deadline(&handles), Some(200.0));
+        let mut out = Vec::new();
+        timers.pop_due(1e9, &mut handles, |h| out.push(h));
+        assert_eq!(out.len(), 100);
+    }
+}
