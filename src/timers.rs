@@ -111,7 +111,7 @@ mod tests {
     fn deadline_order_with_fifo_ties() {
         let mut handles = HandleTable::default();
         let mut timers = TimerHeap::default();
-        let mut expect = Vec::new();
+        let mut expect: Vec<(f64, usize, u64)> = Vec::new();
         for i in 0..20 {
             let h = handles.insert(Callback::rust(|| {}), true);
             timers.push(if i % 2 == 0 { 5.0 } else { 1.0 }, h);
