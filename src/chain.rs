@@ -30,7 +30,7 @@ pub fn wrap_future(event_loop: &Loop, source: &Future) -> Future {
     let src = source.clone();
     let _ = dest.add_done_callback(DoneCallback::rust(next_token(), move |d: &Future| {
         if d.is_cancelled() {
-            src.cancel(None);
+            src.cancel(d.cancel_message_owned());
         }
     }));
 

@@ -167,11 +167,25 @@ impl Loop {
         }
         let handle = s.handles.insert(cb, when.is_some());
         match when {
-            None => s.ready.push_back(Item::Call(handle)),
-            Some(w) => s.timers.push(w, handle),
+            None => {
+                s.ready.push_back(Item::Call(handle));
+                drop(s);
+                self.notify();
+            }
+            Some(w) => {
+                // A timer is not work until it is due: it never raises the signal. Only a
+                // new earliest deadline matters, and only to a loop or host waiting on another
+                // thread: arm the timerfd for it, which wakes an `epoll_wait` in progress and
+                // makes a host's fd readable on time. (The running thread re-arms at the end
+                // of its iteration.) Armed under `sched` so that arms never reorder.
+                let Sched { timers, handles, .. } = &mut *s;
+                let earliest = timers.next_deadline(handles).is_none_or(|d| w < d);
+                timers.push(w, handle);
+                if earliest && w != f64::INFINITY && self.waiter_elsewhere() {
+                    self.0.wake.arm_timer(Some(w));
+                }
+            }
         }
-        drop(s);
-        self.notify();
         Ok(handle)
     }
 
@@ -204,10 +218,31 @@ impl Loop {
         true
     }
 
-    /// Work was queued: wake the loop unless the queuing thread is the one running it.
+    /// Work was queued (the `sched` lock is released): wake whoever may be waiting for it.
+    ///
+    /// - A host watches the fd (host mode): always signal, unless this is the running loop
+    ///   thread itself, which re-signals at the end of its iteration if work is left.
+    /// - Otherwise only a loop running on another thread can be blocked. If no thread runs
+    ///   it, none is blocked: the next run looks at the queue before it waits. This check is
+    ///   race-free because the queue push and the run's queue check both happen under `sched`:
+    ///   either the run locked `sched` after our push (and sees the item), or our push locked
+    ///   it after the run did, and then the run's claim of `running` (made before its lock)
+    ///   is visible here.
     fn notify(&self) {
-        if !self.is_running_on_this_thread() {
+        if self.waiter_elsewhere() {
             self.signal();
+        }
+    }
+
+    /// Whether a thread other than this one may be waiting for the loop's work: a host
+    /// watching the fd, or a run on another thread (see [`Loop::notify`]).
+    fn waiter_elsewhere(&self) -> bool {
+        let running = self.0.running.load(Ordering::Acquire);
+        let me = thread_token();
+        if self.0.host_mode.load(Ordering::Acquire) {
+            running != me
+        } else {
+            running != 0 && running != me
         }
     }
 
@@ -230,9 +265,13 @@ impl Loop {
 
     pub fn fd(&self) -> i32 {
         if !self.0.host_mode.swap(true, Ordering::AcqRel) {
-            let next = self.next_deadline();
-            self.0.wake.arm_timer(next);
-            if !self.0.sched.lock().ready.is_empty() {
+            let work = {
+                let mut s = self.0.sched.lock();
+                let Sched { timers, handles, ready, .. } = &mut *s;
+                self.0.wake.arm_timer(timers.next_deadline(handles));
+                !ready.is_empty()
+            };
+            if work {
                 self.signal();
             }
         }
@@ -245,20 +284,11 @@ impl Loop {
         drop(old);
     }
 
-    fn next_deadline(&self) -> Option<f64> {
-        let mut s = self.0.sched.lock();
-        let Sched { timers, handles, .. } = &mut *s;
-        timers.next_deadline(handles)
-    }
-
     /// `afut_loop_timeout_ms`: -1 nothing scheduled, 0 work ready, else ms to the next timer
     /// rounded up.
     pub fn timeout_ms(&self) -> i32 {
         if self.is_closed() {
             return -1;
-        }
-        if self.0.wake.is_signalled() || self.0.stopping.load(Ordering::Acquire) {
-            return 0;
         }
         let mut s = self.0.sched.lock();
         if !s.ready.is_empty() {
@@ -382,11 +412,12 @@ impl Loop {
         // raises it again (no lost wakeup).
         inner.wake.clear();
         let now = clock::now();
-        if host && inner.wake.armed_deadline() <= now {
-            inner.wake.consume_timer();
-        }
         let mut batch = {
             let mut s = inner.sched.lock();
+            if inner.wake.armed_deadline() <= now {
+                // The timerfd fired (or is about to): clear it, or it stays readable.
+                inner.wake.consume_timer();
+            }
             let Sched { timers, handles, ready, spare, .. } = &mut *s;
             timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
             let batch = std::mem::take(spare);
@@ -426,19 +457,18 @@ impl Loop {
                 s.spare = batch;
             }
             if host {
+                // Keep the fd exact for hosts: the timerfd armed for the next deadline
+                // (under the lock, like every arm), and readable while work is left.
                 let Sched { timers, handles, ready, .. } = &mut *s;
-                Some((!ready.is_empty(), timers.next_deadline(handles)))
+                inner.wake.arm_timer(timers.next_deadline(handles));
+                !ready.is_empty()
             } else {
-                None
+                false
             }
         };
-        if let Some((work_left, next)) = remaining {
-            // Keep the fd exact for hosts: readable (with a fresh edge) while work is left,
-            // the timerfd armed for the next deadline.
-            if work_left {
-                self.signal();
-            }
-            inner.wake.arm_timer(next);
+        if remaining {
+            // A fresh edge for edge-triggered hosts.
+            self.signal();
         }
         ran
     }

@@ -259,6 +259,14 @@ impl Future {
         }
     }
 
+    /// An owned copy of the cancel message (None if not cancelled or cancelled without one).
+    pub fn cancel_message_owned(&self) -> Option<CString> {
+        match &self.0.state.lock().outcome {
+            Outcome::Cancelled(m) => m.clone(),
+            _ => None,
+        }
+    }
+
     /// Copies `source`'s outcome into this (pending) future, borrowing its value and detail and
     /// keeping `source` alive meanwhile (the wrapper side of `wrap_future`). Nothing happens
     /// if this future is already done (asyncio `_copy_future_state`, F21).

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every afut test: the README's test command, and what .ci/run calls.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    cargo test only (Rust unit tests, header drift, C suite, packaging)
+#
+# Stages: system packages (installed when missing), cargo test, the C suite under
+# AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the model/fuzz runs, the examples
+# (each checks its own output), and the CMake / pkg-config consumer builds.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+passed=0
+failed=0
+failed_names=()
+stage() {
+    local name=$1
+    shift
+    echo
+    echo "=== stage: $name"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== stage $name: ok ($((SECONDS - start)) s)"
+    else
+        failed=$((failed + 1))
+        failed_names+=("$name")
+        echo "=== stage $name: FAILED ($((SECONDS - start)) s)"
+    fi
+}
+
+if [ $quick = 0 ]; then
+    stage install-deps bash scripts/install-deps.sh
+fi
+stage cargo-test cargo test --all-targets
+if [ $quick = 0 ]; then
+    stage reliability bash scripts/reliability.sh
+    stage examples bash scripts/examples.sh
+    stage consumers bash scripts/consumers.sh
+fi
+
+echo
+if [ $failed -gt 0 ]; then
+    echo "failed stages: ${failed_names[*]}"
+fi
+echo "stages: $passed passed, $failed failed"
+[ $failed -eq 0 ]
