@@ -37,10 +37,17 @@ fn soname() -> String {
 fn shared_lib_dir() -> PathBuf {
     let dir = lib_dir().join("c-tests-lib");
     std::fs::create_dir_all(&dir).unwrap();
+    let target = lib_dir().join("libafut.so");
     for name in ["libafut.so".to_string(), soname()] {
         let link = dir.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(lib_dir().join("libafut.so"), &link).unwrap();
+        if std::fs::read_link(&link).is_ok_and(|t| t == target) {
+            continue;
+        }
+        // Atomic replacement: concurrent runs never see the link missing.
+        let tmp = dir.join(format!(".{}.{}", link.file_name().unwrap().to_string_lossy(), std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
     }
     dir
 }
