@@ -117,6 +117,8 @@ fn compile(src: &Path, flavour: Flavour, out_dir: &Path) -> PathBuf {
             cmd.args(STATIC_LIBS);
         }
     }
+    // The tests themselves may use libm.
+    cmd.arg("-lm");
     let out = cmd.output().expect("run the C compiler");
     assert!(
         out.status.success(),
