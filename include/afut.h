@@ -87,11 +87,31 @@
 #define AFUT_VERSION_STRING "0.1.0"
 
 
+// `asyncio.ALL_COMPLETED`.
+#define AFUT_ALL_COMPLETED 0
+
+// `asyncio.FIRST_COMPLETED`.
+#define AFUT_FIRST_COMPLETED 1
+
+// `asyncio.FIRST_EXCEPTION`.
+#define AFUT_FIRST_EXCEPTION 2
+
 // An event loop. Opaque; created by `afut_loop_new`, released by `afut_loop_free`.
 typedef struct afut_loop_t afut_loop_t;
 
 // A future (a task is also one). Opaque; reference counted with `afut_ref` / `afut_unref`.
 typedef struct afut_t afut_t;
+
+// The result of `afut_wait_many`: the futures done and still pending when it completed.
+// Both arrays and the futures in them are borrowed from the wait future.
+typedef struct afut_wait_result_t {
+  // The futures done at that time (`n_done` entries; NULL when 0).
+  struct afut_t *const *done;
+  size_t n_done;
+  // The futures still pending (`n_pending` entries; NULL when 0).
+  struct afut_t *const *pending;
+  size_t n_pending;
+} afut_wait_result_t;
 
 // The result of every fallible afut function: `AFUT_OK` (0) or a negative `AFUT_ERR_*` code.
 typedef int32_t afut_status_t;
@@ -136,6 +156,9 @@ typedef void (*afut_exception_handler_fn)(struct afut_loop_t *loop, const struct
 // `void (*)(afut_t *fut, void *userdata)`: a done-callback; `fut` is borrowed for the call.
 typedef void (*afut_done_fn)(struct afut_t *fut, void *userdata);
 
+// `void (*)(afut_t *task, afut_t *awaited, void *userdata)`: a task's step (see `afut_task_new`).
+typedef void (*afut_step_fn)(struct afut_t *task, struct afut_t *awaited, void *userdata);
+
 // Success.
 #define AFUT_OK 0
 
@@ -177,6 +200,119 @@ typedef void (*afut_done_fn)(struct afut_t *fut, void *userdata);
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// asyncio `gather(*futs, return_exceptions=...)`: a future of `loop` that completes when
+// every input is done.
+//
+// Inputs not bound to `loop` (loop-less, or of another loop) are wrapped
+// (`afut_ensure_future`). The same future passed twice is one child that appears at both
+// positions. Children that are already done are processed during this call, so the gather
+// may be done on return (G6); with `n == 0` it is done at once, with a NULL result.
+//
+// Results: on success the gather's value (`afut_result`) is an array of `n` `afut_t *`, the
+// children in argument order (borrowed from the gather, like the array): read each with
+// `afut_result` / `afut_exception`, or use `afut_gather_child(gather, i)`.
+//   - `return_exceptions == false`: the first child that fails completes the gather with that
+//     exception (code, message and a borrowed detail); a cancelled child completes it with an
+//     exception whose code is `AFUT_ERR_CANCELLED` and whose message is the child's cancel
+//     message (the gather is FINISHED, not cancelled, as in asyncio). The other children keep
+//     running; their later exceptions count as retrieved.
+//   - `return_exceptions == true`: the gather always succeeds once every child is done; the
+//     children's exceptions count as retrieved (they are part of the result).
+//
+// Cancelling the gather (`afut_cancel`) cancels every child that is still pending, at once,
+// with the same message, and the gather ends CANCELLED at once with that message: a
+// deliberate improvement over asyncio, where the gather ends FINISHED with a CancelledError
+// and `cancelled()` is never true (gh-85071).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; the gather keeps a reference to each
+// child until it is freed. The caller keeps its own references to the inputs.
+// Bad input: NULL `loop`, NULL `futs` with `n > 0`, or a NULL entry returns NULL.
+struct afut_t *afut_gather(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, bool return_exceptions);
+
+// The child at argument position `index` of a gather (see `afut_gather`), whatever the
+// gather's state.
+//
+// Thread: any.
+// Ownership: borrowed from the gather; valid as long as the gather lives.
+// Bad input: NULL, a future that is not a gather, or `index >= n` returns NULL.
+struct afut_t *afut_gather_child(const struct afut_t *gather, size_t index);
+
+// asyncio `wait_for(fut, timeout)`: a future of `loop` that completes like `fut`, unless
+// `timeout_s` seconds pass first.
+//
+// On timeout `fut` is cancelled, and the wait_for waits until `fut` is really done: if `fut`
+// ends cancelled, the wait_for ends FINISHED with an exception whose code is
+// `AFUT_ERR_TIMEOUT` (message "timed out"), so `afut_result` on it returns
+// `AFUT_ERR_EXCEPTION`; if `fut` swallowed the cancellation, its result (or its other
+// exception) is the wait_for's. A result that is already there when the timeout fires wins
+// (test_wait_for_race_condition). `timeout_s <= 0` checks at once (a done `fut` gives its
+// result, else it is cancelled now); `INFINITY` never times out. The wait_for completes one
+// iteration after `fut` (its value and detail are borrowed from `fut`, which it keeps alive).
+// Cancelling the wait_for cancels `fut` at once (same message) and ends the wait_for CANCELLED
+// at once. A `fut` of another loop or loop-less is wrapped first (`afut_ensure_future`).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; the caller keeps its own on `fut`.
+// Bad input: NULL `loop` or `fut`, or NaN `timeout_s`, returns NULL.
+struct afut_t *afut_wait_for(struct afut_loop_t *loop, struct afut_t *fut, double timeout_s);
+
+// asyncio `shield(fut)`: protects `fut` from cancellation. If `fut` (after
+// `afut_ensure_future`) is already done, it is returned itself. Otherwise a new future of
+// `loop` completes like `fut` (one iteration after it); cancelling that outer future leaves
+// `fut` running, untouched, and if `fut` then fails its exception counts as retrieved.
+// Cancelling `fut` itself cancels the outer future.
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; values and details are borrowed
+// from `fut`, which the outer future keeps alive.
+// Bad input: NULL `loop` or `fut` returns NULL.
+struct afut_t *afut_shield(struct afut_loop_t *loop, struct afut_t *fut);
+
+// asyncio `wait(futs, timeout=..., return_when=...)`: a future of `loop` that completes with
+// the sets of done and pending inputs once `return_when` holds or `timeout_s` passes.
+//
+// `return_when`: `AFUT_FIRST_COMPLETED` (any input done, whatever its outcome),
+// `AFUT_FIRST_EXCEPTION` (an input fails; a cancellation is not an exception; if none fails
+// it is ALL_COMPLETED), `AFUT_ALL_COMPLETED`. Its value (`afut_result`) is an
+// `afut_wait_result_t *` whose `done` array holds every input done at that moment (several may
+// finish in the same iteration) and `pending` the others, each in input order; the struct,
+// the arrays and the futures are borrowed from the wait future. It never fails: a timeout is
+// not an error and cancels nothing (W4). Even when every input is already done, it takes one
+// iteration (W2). Duplicates count once; inputs not bound to `loop` are wrapped. Cancelling
+// the wait future leaves the inputs untouched. The FIRST_EXCEPTION check reads the inputs'
+// exceptions, which marks each one retrieved (asyncio skips the read for the last input).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; it keeps a reference to each input.
+// Bad input: NULL `loop`, `n == 0` (asyncio ValueError), NULL `futs` or a NULL entry, an
+// unknown `return_when`, or a NaN `timeout_s` returns NULL. `INFINITY`: no timeout.
+struct afut_t *afut_wait_many(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, double timeout_s, int32_t return_when);
+
+// The done / pending sets of a completed `afut_wait_many` future: the same pointer as its
+// `afut_result` value.
+//
+// Thread: any.
+// Ownership: borrowed from the wait future; valid as long as it lives.
+// Returns: NULL while the wait is pending, if it was cancelled, or if `wait` is not one.
+// Bad input: NULL returns NULL.
+const struct afut_wait_result_t *afut_wait_many_result(const struct afut_t *wait);
+
+// asyncio `as_completed(futs, timeout=...)`: writes to `out` one new future per distinct
+// input; `out[0]` completes like the first input to complete, `out[1]` like the second, and
+// so on (each one iteration after that input; values and details borrowed from it). When
+// `timeout_s` passes, every `out[i]` still pending fails with an exception whose code is
+// `AFUT_ERR_TIMEOUT` (asyncio raises TimeoutError from the remaining awaits). An `out[i]` the
+// caller cancels is skipped. `INFINITY`: no timeout.
+//
+// Thread: any.
+// Ownership: each `out[i]` is a new reference owned by the caller (`afut_unref` each). Inputs
+// are kept alive until they are done or the timeout passes.
+// Returns: the number of futures written (the number of distinct inputs, at most `n`).
+// Bad input: NULL `loop` or `out`, NULL `futs` with `n > 0`, a NULL entry, or a NaN
+// `timeout_s` returns 0 and writes nothing.
+size_t afut_as_completed(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, double timeout_s, struct afut_t **out);
 
 // Creates an event loop (asyncio `new_event_loop()`).
 //
@@ -568,8 +704,11 @@ struct afut_t *afut_wrap_future(struct afut_loop_t *loop, struct afut_t *other);
 //
 // Thread: any.
 // Ownership: returns a new reference owned by the caller. On success the library owns
-// `value`: the future owns it once completed; if the future is cancelled first (or the
-// loop closes first), `value_free(value)` runs then. On failure `value` stays the caller's.
+// `value`: once the timer completes the future, the future owns it (and frees it when it is
+// freed). If the future is cancelled first, the timer is cancelled on the loop's next
+// iteration and `value_free(value)` runs then; if the loop closes first, at the close.
+// On failure `value` stays the caller's. The loop holds a reference to the future until that
+// next iteration, so its last `afut_unref` may come one iteration after yours.
 // Bad input: NULL `loop` or NaN `delay_s` returns NULL; so does a closed loop.
 struct afut_t *afut_sleep(struct afut_loop_t *loop, double delay_s, void *value, afut_free_fn value_free);
 
@@ -584,6 +723,143 @@ const char *afut_version(void);
 //
 // Thread: any. Ownership: a static string.
 const char *afut_status_str(int32_t status);
+
+// Creates a task (asyncio `loop.create_task()`): a future driven by `step`.
+//
+// A task is an `afut_t`: every function that takes a future takes a task (await it, cancel
+// it, add done-callbacks, run the loop until it completes, gather it...). `afut_isfuture`
+// is true for it, and `afut_is_task` tells it apart.
+//
+// The protocol (asyncio's `Task.__step`, with a C function instead of a coroutine):
+//   - `step(task, awaited, userdata)` runs on the loop's thread: first on the iteration
+//     after this call (never inside it) with `awaited == NULL`; then one iteration after the
+//     future it awaits is done, with `awaited` that future (borrowed for the call: take a
+//     reference with `afut_ref` to keep it).
+//   - Each step does exactly one of:
+//     1. complete the task: `afut_set_result(task, ...)` or `afut_set_exception(task, ...)`
+//        (only a step may complete its own task: from anywhere else these return
+//        `AFUT_ERR_INVALID_STATE`, like asyncio's `Task.set_result`);
+//     2. await one future of the same loop: `afut_task_await(task, fut)` (the task holds a
+//        reference to `fut` until the next step, so the caller may `afut_unref` it at once);
+//     3. return doing neither. Then, if a cancel request is pending or `awaited` was
+//        cancelled, the task ends CANCELLED with the pending cancel message (or `awaited`'s);
+//        otherwise it yields: the next step runs on the next iteration with `awaited == NULL`.
+//   - Cancellation (`afut_cancel(task, msg)`, asyncio `Task.cancel`): a task that is
+//     awaiting gets its awaited future cancelled at once (same message) and returns true;
+//     the next step sees `awaited` cancelled: returning without awaiting or completing ends
+//     the task CANCELLED. A request that finds no awaited future (before the first step,
+//     during a yield, or after the awaited future is done) stays pending:
+//     `afut_task_cancel_requested` tells the step, `afut_task_await` then cancels the new
+//     awaited future at once, and `afut_set_result` / `afut_set_exception` return
+//     `AFUT_ERR_CANCELLED`. A step swallows a cancellation by awaiting or completing after
+//     seeing its awaited future cancelled, or by `afut_task_take_cancel` or
+//     `afut_task_uncancel` for a pending request (asyncio's `except CancelledError` /
+//     `uncancel()`). Each request counts in
+//     `afut_task_cancelling`. The cancel message of a task is stable: every
+//     `afut_cancel_message` returns it (asyncio loses it after the first retrieval).
+//   - Lifetime: the loop keeps a pending task alive (through its queued step or the awaited
+//     future's callback), so a fire-and-forget task may be `afut_unref`ed at once and still
+//     runs to the end (unlike asyncio, gh-91887). `userdata_free(userdata)` runs once, right
+//     after the step that ended the task (or when the task ends without a step because its
+//     loop closed). A task that fails and whose exception nobody retrieves is reported as
+//     "Task exception was never retrieved".
+//   - If the loop is closed (or freed) while a task is pending, its step can no longer run;
+//     a task whose yield is refused that way ends CANCELLED. Cancel your tasks and run the
+//     loop until they are done before freeing it.
+//
+// Worked example: a task that sleeps twice, then finishes with a string.
+// ```c
+// struct counter { int n; };
+// static void step(afut_t *task, afut_t *awaited, void *userdata) {
+//     struct counter *c = userdata;
+//     if (awaited && afut_cancelled(awaited))
+//         return;                                  /* ends the task CANCELLED */
+//     if (c->n++ < 2) {
+//         afut_t *nap = afut_sleep(afut_get_loop(task), 0.01, NULL, NULL);
+//         afut_task_await(task, nap);              /* resumes when nap is done */
+//         afut_unref(nap);                         /* the task keeps its own reference */
+//         return;
+//     }
+//     afut_set_result(task, "slept twice", NULL);  /* done: userdata is freed now */
+// }
+// ...
+//     struct counter *c = calloc(1, sizeof *c);
+//     afut_t *t = afut_task_new(loop, step, c, free);
+//     void *value;
+//     if (afut_loop_run_until_complete(loop, t) == AFUT_OK && afut_result(t, &value) == AFUT_OK)
+//         puts(value);
+//     afut_unref(t);
+// ```
+//
+// Thread: any (the steps run on the loop's thread).
+// Ownership: returns a new reference owned by the caller. On success the task owns
+// `userdata` (see Lifetime); on failure it stays the caller's.
+// Returns: NULL if the loop is closed.
+// Bad input: NULL `loop` or `step` returns NULL.
+struct afut_t *afut_task_new(struct afut_loop_t *loop, afut_step_fn step, void *userdata, afut_free_fn userdata_free);
+
+// Makes `task` await `fut` (asyncio `await fut` inside the coroutine): the task's next step
+// runs one iteration after `fut` is done, with `awaited == fut`. If a cancel request is
+// pending, `fut` is cancelled at once (with its message) and the request counts as delivered.
+//
+// Thread: only from inside `task`'s own step (on the loop's thread).
+// Ownership: the task takes its own reference to `fut` (until its next step starts).
+// Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` if called outside the task's step, a second
+// time in the same step, or after the step completed the task; `AFUT_ERR_INVALID_ARGUMENT`
+// if `fut` is the task itself (asyncio "Task cannot await on itself") or is not bound to the
+// task's loop (a loop-less future or one of another loop: wrap it with `afut_wrap_future`
+// first); `AFUT_ERR_LOOP_CLOSED` if `fut` is done and the loop closed.
+// Bad input: NULL `task` or `fut`, or a `task` that is not a task, returns
+// `AFUT_ERR_INVALID_ARGUMENT`.
+afut_status_t afut_task_await(struct afut_t *task, struct afut_t *fut);
+
+// True iff `fut` is a task (created by `afut_task_new`).
+//
+// Thread: any. Bad input: NULL returns false.
+bool afut_is_task(const struct afut_t *fut);
+
+// The number of cancel requests of the task not withdrawn with `afut_task_uncancel` (asyncio
+// `Task.cancelling()`). Each `afut_cancel` on a pending task adds one (and returns true).
+//
+// Thread: any.
+// Bad input: NULL or a future that is not a task returns -1.
+int afut_task_cancelling(const struct afut_t *task);
+
+// Withdraws one cancel request (asyncio 3.13 `Task.uncancel()`): decrements the count
+// (never below 0); when it reaches 0 a pending request is withdrawn too. No effect on a
+// task that is already done, except on the count.
+//
+// Thread: any (normally the task's own step).
+// Returns: the remaining count.
+// Bad input: NULL or a future that is not a task returns -1.
+int afut_task_uncancel(struct afut_t *task);
+
+// True while a cancel request of the task is pending: one that found no awaited future to
+// cancel (made before the first step, during a yield, or after the awaited future was done,
+// or by the step itself). If the step returns without awaiting or completing, the task then
+// ends CANCELLED. Requests delivered to an awaited future are not pending: the step sees
+// `afut_cancelled(awaited)` instead.
+//
+// Thread: any (normally the task's own step).
+// Ownership: `*msg_out` (may be NULL) receives the pending message or NULL; it is borrowed
+// from the task and valid as long as the task lives. Written only when returning true.
+// Bad input: NULL or a future that is not a task returns false.
+bool afut_task_cancel_requested(const struct afut_t *task, const char **msg_out);
+
+// Takes the pending cancel request of the task (see `afut_task_cancel_requested`), for
+// bindings that deliver it as an exception, the way asyncio throws CancelledError into the
+// coroutine and clears `_must_cancel`. The rest of the step then runs as if the request had
+// been swallowed: `afut_task_await` no longer cancels the awaited future, `afut_set_result`
+// is allowed, returning doing neither yields. To end the task cancelled after all (the
+// exception was not caught), call `afut_cancel(task, msg)` and return. The count
+// (`afut_task_cancelling`) is unchanged.
+//
+// Thread: only from inside the task's own step; elsewhere it takes nothing.
+// Ownership: `*msg_out` (may be NULL) receives the message or NULL, borrowed from the task
+// and valid as long as the task lives. Written only when returning true.
+// Returns: true if a request was pending and is now taken.
+// Bad input: NULL or a future that is not a task returns false.
+bool afut_task_take_cancel(struct afut_t *task, const char **msg_out);
 
 #ifdef __cplusplus
 }  // extern "C"

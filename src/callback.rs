@@ -118,8 +118,14 @@ impl Callback {
 /// A done-callback registered on a future.
 pub enum DoneCallback {
     C { func: DoneFn, data: Owned },
-    /// Library-internal; `token` identifies it for removal.
-    Rust { token: u64, f: Box<dyn FnOnce(&crate::future::Future) + Send> },
+    /// Library-internal (boxed: rare, and it keeps this enum at 3 words).
+    Rust(Box<InternalDone>),
+}
+
+/// A library-internal done-callback; `token` identifies it for removal.
+pub struct InternalDone {
+    token: u64,
+    f: Box<dyn FnOnce(&crate::future::Future) + Send>,
 }
 
 impl DoneCallback {
@@ -128,19 +134,19 @@ impl DoneCallback {
     }
 
     pub fn rust(token: u64, f: impl FnOnce(&crate::future::Future) + Send + 'static) -> Self {
-        DoneCallback::Rust { token, f: Box::new(f) }
+        DoneCallback::Rust(Box::new(InternalDone { token, f: Box::new(f) }))
     }
 
     /// True for the C entry `(func, userdata)`.
     pub fn matches(&self, func: DoneFn, userdata: *mut c_void) -> bool {
         match self {
             DoneCallback::C { func: f, data } => std::ptr::fn_addr_eq(*f, func) && data.ptr() == userdata,
-            DoneCallback::Rust { .. } => false,
+            DoneCallback::Rust(_) => false,
         }
     }
 
     pub fn has_token(&self, token: u64) -> bool {
-        matches!(self, DoneCallback::Rust { token: t, .. } if *t == token)
+        matches!(self, DoneCallback::Rust(i) if i.token == token)
     }
 
     pub fn run(self, fut: &crate::future::Future) {
@@ -151,7 +157,7 @@ impl DoneCallback {
                 unsafe { func(fut.as_ptr(), data.ptr()) };
                 drop(data);
             }
-            DoneCallback::Rust { f, .. } => f(fut),
+            DoneCallback::Rust(i) => (i.f)(fut),
         }
     }
 
@@ -166,7 +172,66 @@ impl DoneCallback {
             DoneCallback::C { func, data } => {
                 format!("<done-callback {:p}({:p})>", *func as *const (), data.ptr())
             }
-            DoneCallback::Rust { .. } => "<afut internal done-callback>".to_string(),
+            DoneCallback::Rust(_) => "<afut internal done-callback>".to_string(),
+        }
+    }
+}
+
+/// A future's done-callbacks in registration order. The first one is stored inline, so a
+/// future with one callback needs no allocation beyond its own.
+#[derive(Default)]
+pub enum CallbackList {
+    #[default]
+    Empty,
+    One(DoneCallback),
+    Many(Vec<DoneCallback>),
+}
+
+impl CallbackList {
+    pub fn push(&mut self, cb: DoneCallback) {
+        match self {
+            CallbackList::Many(v) => v.push(cb),
+            CallbackList::Empty => *self = CallbackList::One(cb),
+            CallbackList::One(_) => {
+                let CallbackList::One(first) = std::mem::take(self) else { unreachable!() };
+                *self = CallbackList::Many(vec![first, cb]);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            CallbackList::Empty => 0,
+            CallbackList::One(_) => 1,
+            CallbackList::Many(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves out the entries matching `pred`, keeping the others in order.
+    pub fn extract(&mut self, pred: impl Fn(&DoneCallback) -> bool) -> Vec<DoneCallback> {
+        let mut removed = Vec::new();
+        let mut kept = CallbackList::Empty;
+        for cb in std::mem::take(self) {
+            if pred(&cb) { removed.push(cb) } else { kept.push(cb) }
+        }
+        *self = kept;
+        removed
+    }
+}
+
+impl IntoIterator for CallbackList {
+    type Item = DoneCallback;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<DoneCallback>, std::vec::IntoIter<DoneCallback>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        match self {
+            CallbackList::Empty => None.into_iter().chain(Vec::new()),
+            CallbackList::One(cb) => Some(cb).into_iter().chain(Vec::new()),
+            CallbackList::Many(v) => None.into_iter().chain(v),
         }
     }
 }
@@ -187,4 +252,21 @@ impl Hook {
         // thread any number of times while it is installed.
         unsafe { (self.func)(self.data.ptr()) }
     }
+}
+
+// ----- issue 5: the step function of a task -----
+
+/// `void (*)(afut_t *task, afut_t *awaited, void *userdata)`: a task's step (see `afut_task_new`).
+#[allow(non_camel_case_types)]
+pub type afut_step_fn =
+    Option<unsafe extern "C" fn(task: *mut afut_t, awaited: *mut afut_t, userdata: *mut c_void)>;
+pub type StepFn = unsafe extern "C" fn(*mut afut_t, *mut afut_t, *mut c_void);
+
+/// Calls a task's step with borrowed task and awaited handles and the task's userdata.
+pub fn call_step(step: StepFn, task: &crate::future::Future, awaited: Option<&crate::future::Future>, userdata: RawPtr) {
+    let awaited = awaited.map_or(std::ptr::null_mut(), |f| f.as_ptr());
+    // SAFETY: the caller's step with the userdata it registered, on the loop's thread, with no
+    // afut lock held; `task` and `awaited` (NULL or a future) stay alive for the call because
+    // the caller holds a reference to each.
+    unsafe { step(task.as_ptr(), awaited, userdata.0) }
 }

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::callback::{Callback, DoneCallback, Hook};
+use crate::callback::{Callback, CallbackList, DoneCallback, Hook};
 use crate::clock;
 use crate::ffi::types::afut_loop_t;
 use crate::future::{Future, FutureInner};
@@ -70,14 +70,7 @@ pub struct LoopInner {
 #[derive(Clone)]
 pub struct Loop(pub(crate) Arc<LoopInner>);
 
-/// A small non-zero number per thread, to tell the loop's thread from the others.
-fn thread_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TOKEN: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    TOKEN.with(|t| *t)
-}
+use crate::thread_id::current as thread_token;
 
 /// A unique token for library-internal done-callbacks.
 pub fn next_token() -> u64 {
@@ -191,12 +184,16 @@ impl Loop {
 
     /// Queues a completed future's callbacks as one contiguous run (F5). On a closed loop
     /// they come back unqueued.
-    pub fn schedule_done(&self, fut: &Future, callbacks: Vec<DoneCallback>) -> Result<(), (afut_status_t, Vec<DoneCallback>)> {
+    pub fn schedule_done(&self, fut: &Future, callbacks: CallbackList) -> Result<(), (afut_status_t, CallbackList)> {
         let mut s = self.0.sched.lock();
         if s.closed {
             return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
         }
-        s.ready.extend(callbacks.into_iter().map(|cb| Item::Done(fut.clone(), cb)));
+        match callbacks {
+            CallbackList::Empty => {}
+            CallbackList::One(cb) => s.ready.push_back(Item::Done(fut.clone(), cb)),
+            CallbackList::Many(v) => s.ready.extend(v.into_iter().map(|cb| Item::Done(fut.clone(), cb))),
+        }
         drop(s);
         self.notify();
         Ok(())
@@ -238,12 +235,10 @@ impl Loop {
     /// watching the fd, or a run on another thread (see [`Loop::notify`]).
     fn waiter_elsewhere(&self) -> bool {
         let running = self.0.running.load(Ordering::Acquire);
-        let me = thread_token();
-        if self.0.host_mode.load(Ordering::Acquire) {
-            running != me
-        } else {
-            running != 0 && running != me
+        if running == 0 {
+            return self.0.host_mode.load(Ordering::Acquire);
         }
+        running != thread_token()
     }
 
     fn signal(&self) {
@@ -390,42 +385,44 @@ impl Loop {
     fn iteration(&self, max_wait_ms: i32) -> usize {
         let inner = &*self.0;
         let host = inner.host_mode.load(Ordering::Acquire);
-        if max_wait_ms != 0 && !inner.wake.is_signalled() && !inner.stopping.load(Ordering::Acquire) {
-            let timeout = {
-                let mut s = inner.sched.lock();
-                if !s.ready.is_empty() {
-                    0
-                } else {
-                    let Sched { timers, handles, .. } = &mut *s;
-                    match timers.next_deadline(handles).and_then(clock::ms_until) {
-                        None => max_wait_ms,
-                        Some(t) if max_wait_ms < 0 => t,
-                        Some(t) => t.min(max_wait_ms),
-                    }
-                }
-            };
-            if timeout != 0 {
+        if host {
+            // Hosts see the fd: consume the signal every iteration (it is raised again at the
+            // end if work is left, which gives edge-triggered hosts a fresh edge).
+            inner.wake.clear();
+        }
+        if max_wait_ms != 0 && !inner.stopping.load(Ordering::Acquire) {
+            let mut timeout = self.wait_budget(max_wait_ms);
+            if timeout != 0 && !host && inner.wake.is_signalled() {
+                // About to sleep on a stale signal: consume it, then look again. A standalone
+                // loop consumes the signal only here, so producers write the eventfd only once
+                // per sleep, never once per batch. Anything queued after the clear raises it
+                // again, so it is either seen by this second look or wakes the wait below.
+                inner.wake.clear();
+                timeout = self.wait_budget(max_wait_ms);
+            }
+            if timeout != 0 && !inner.wake.is_signalled() {
                 inner.wake.wait(timeout);
             }
         }
-        // Drain the signal before taking the queue: anything queued after this point
-        // raises it again (no lost wakeup).
-        inner.wake.clear();
-        let now = clock::now();
         let mut batch = {
             let mut s = inner.sched.lock();
-            if inner.wake.armed_deadline() <= now {
-                // The timerfd fired (or is about to): clear it, or it stays readable.
-                inner.wake.consume_timer();
-            }
             let Sched { timers, handles, ready, spare, .. } = &mut *s;
-            timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
+            // The clock is read only when a timer is involved.
+            let armed = inner.wake.armed_deadline();
+            if timers.len() > 0 || armed.is_finite() {
+                let now = clock::now();
+                if armed <= now {
+                    // The timerfd fired (or is about to): clear it, or it stays readable.
+                    inner.wake.consume_timer();
+                }
+                timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
+            }
             let batch = std::mem::take(spare);
             std::mem::replace(ready, batch)
         };
         let debug = inner.debug.load(Ordering::Acquire);
         let mut ran = 0;
-        for item in batch.drain(..) {
+        while let Some(item) = batch.pop_front() {
             let started = debug.then(Instant::now);
             let what = match item {
                 Item::Call(h) => {
@@ -471,6 +468,21 @@ impl Loop {
             self.signal();
         }
         ran
+    }
+
+    /// How long the iteration may wait: 0 if work is ready, else until the next timer,
+    /// capped by `max_wait_ms` (-1: no cap).
+    fn wait_budget(&self, max_wait_ms: i32) -> i32 {
+        let mut s = self.0.sched.lock();
+        if !s.ready.is_empty() {
+            return 0;
+        }
+        let Sched { timers, handles, .. } = &mut *s;
+        match timers.next_deadline(handles).and_then(clock::ms_until) {
+            None => max_wait_ms,
+            Some(t) if max_wait_ms < 0 => t,
+            Some(t) => t.min(max_wait_ms),
+        }
     }
 
     /// `afut_loop_close`: refuses while running; drops everything queued (each userdata freed

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::callback::{DoneCallback, DoneFn, Owned};
+use crate::callback::{CallbackList, DoneCallback, DoneFn, Owned};
 use crate::clock;
 use crate::eventloop::Loop;
 use crate::ffi::types::afut_t;
@@ -45,13 +45,14 @@ impl Exception {
 enum Outcome {
     Pending,
     Result(Owned),
-    Exception(Exception),
+    /// Boxed: exceptions are the rare case, and this keeps the state small.
+    Exception(Box<Exception>),
     Cancelled(Option<CString>),
 }
 
 struct State {
     outcome: Outcome,
-    callbacks: Vec<DoneCallback>,
+    callbacks: CallbackList,
     /// asyncio's `__log_traceback`: an exception nobody has looked at yet.
     unretrieved: bool,
     /// Threads blocked in `wait()`.
@@ -67,6 +68,9 @@ pub struct FutureInner {
     state: Mutex<State>,
     done_cv: Condvar,
     event_loop: Option<Loop>,
+    /// issue 5: what makes this future a task or a combinator (None: a plain future). Boxed
+    /// twice so that plain futures pay one word for it.
+    behaviour: Option<Box<Box<dyn crate::task::Behaviour>>>,
 }
 
 /// A reference to a future (one count of its reference count).
@@ -81,17 +85,23 @@ pub enum ExceptionView {
 
 impl Future {
     pub fn new(event_loop: Option<Loop>) -> Future {
+        Future::with_behaviour(event_loop, None)
+    }
+
+    /// issue 5: a future with its own behaviour (a task, a gather, ...).
+    pub fn with_behaviour(event_loop: Option<Loop>, behaviour: Option<Box<dyn crate::task::Behaviour>>) -> Future {
         Future(Arc::new(FutureInner {
             tag: AtomicU64::new(TAG_FUTURE),
             state: Mutex::new(State {
                 outcome: Outcome::Pending,
-                callbacks: Vec::new(),
+                callbacks: CallbackList::Empty,
                 unretrieved: false,
                 waiters: 0,
                 keepalive: None,
             }),
             done_cv: Condvar::new(),
             event_loop,
+            behaviour: behaviour.map(Box::new),
         }))
     }
 
@@ -113,6 +123,9 @@ impl Future {
     }
 
     pub fn set_result(&self, value: Owned) -> Result<(), (afut_status_t, Owned)> {
+        if let Some(s) = self.refused_by_behaviour() {
+            return Err((s, value));
+        }
         self.complete(Outcome::Result(value)).map_err(|(s, o)| match o {
             Outcome::Result(v) => (s, v),
             _ => unreachable!(),
@@ -120,8 +133,11 @@ impl Future {
     }
 
     pub fn set_exception(&self, exc: Exception) -> Result<(), (afut_status_t, Exception)> {
-        self.complete(Outcome::Exception(exc)).map_err(|(s, o)| match o {
-            Outcome::Exception(e) => (s, e),
+        if let Some(s) = self.refused_by_behaviour() {
+            return Err((s, exc));
+        }
+        self.complete(Outcome::Exception(Box::new(exc))).map_err(|(s, o)| match o {
+            Outcome::Exception(e) => (s, *e),
             _ => unreachable!(),
         })
     }
@@ -129,8 +145,30 @@ impl Future {
     /// asyncio `cancel(msg)`: clears the unretrieved mark whatever happens (F12, B8); true
     /// if this call cancelled a pending future.
     pub fn cancel(&self, msg: Option<CString>) -> bool {
+        match &self.0.behaviour {
+            Some(b) => b.cancel(self, msg),
+            None => self.cancel_plain(msg),
+        }
+    }
+
+    // ----- issue 5: hooks for tasks and combinators (see crate::task::Behaviour) -----
+
+    /// The plain Future cancel, bypassing any behaviour.
+    pub(crate) fn cancel_plain(&self, msg: Option<CString>) -> bool {
         self.complete(Outcome::Cancelled(msg)).is_ok()
     }
+
+    /// The behaviour attached at creation, if any.
+    pub fn behaviour(&self) -> Option<&dyn crate::task::Behaviour> {
+        self.0.behaviour.as_deref().map(|b| &**b)
+    }
+
+    /// Some(status) if the behaviour refuses a public set_result / set_exception now.
+    fn refused_by_behaviour(&self) -> Option<afut_status_t> {
+        let status = self.0.behaviour.as_ref().map_or(AFUT_OK, |b| b.check_complete(self));
+        (status != AFUT_OK).then_some(status)
+    }
+    // ----- end of issue 5 hooks -----
 
     /// Sets the outcome of a pending future and schedules its callbacks.
     fn complete(&self, outcome: Outcome) -> Result<(), (afut_status_t, Outcome)> {
@@ -156,7 +194,7 @@ impl Future {
     }
 
     /// Runs or schedules callbacks of a done future; no lock is held.
-    fn dispatch(&self, callbacks: Vec<DoneCallback>) {
+    fn dispatch(&self, callbacks: CallbackList) {
         if callbacks.is_empty() {
             return;
         }
@@ -164,8 +202,11 @@ impl Future {
             // A closed loop refuses them: they are dropped here, each userdata freed once.
             Some(l) => drop(l.schedule_done(self, callbacks)),
             None => {
+                // A callback may drop the last reference the caller held: keep one of our
+                // own until every callback ran.
+                let this = self.clone();
                 for cb in callbacks {
-                    cb.run(self);
+                    cb.run(&this);
                 }
             }
         }
@@ -181,9 +222,12 @@ impl Future {
         }
         drop(st);
         match &self.0.event_loop {
-            Some(l) => l.schedule_done(self, vec![cb]).map_err(|(s, mut v)| (s, v.pop().unwrap())),
+            Some(l) => l
+                .schedule_done(self, CallbackList::One(cb))
+                .map_err(|(s, list)| (s, list.into_iter().next().expect("the refused callback"))),
             None => {
-                cb.run(self);
+                let this = self.clone();
+                cb.run(&this);
                 Ok(())
             }
         }
@@ -204,10 +248,7 @@ impl Future {
     }
 
     fn remove_where(&self, pred: impl Fn(&DoneCallback) -> bool) -> Vec<DoneCallback> {
-        let mut st = self.0.state.lock();
-        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.callbacks).into_iter().partition(pred);
-        st.callbacks = kept;
-        removed
+        self.0.state.lock().callbacks.extract(pred)
     }
 
     /// `afut_result`: the value (borrowed from the future), or the status of its outcome.
@@ -276,11 +317,11 @@ impl Future {
             match &st.outcome {
                 Outcome::Pending => return,
                 Outcome::Result(v) => Outcome::Result(Owned::borrowed(v.ptr())),
-                Outcome::Exception(e) => Outcome::Exception(Exception {
+                Outcome::Exception(e) => Outcome::Exception(Box::new(Exception {
                     code: e.code,
                     message: e.message.clone(),
                     detail: Owned::borrowed(e.detail.ptr()),
-                }),
+                })),
                 Outcome::Cancelled(m) => Outcome::Cancelled(m.clone()),
             }
         };
@@ -339,6 +380,11 @@ impl Future {
 }
 
 impl FutureInner {
+    /// issue 5: "Task" for a task, "Future" otherwise (describe and reports).
+    fn kind_word(&self) -> &'static str {
+        if self.behaviour.as_ref().is_some_and(|b| b.is_task()) { "Task" } else { "Future" }
+    }
+
     pub fn tag(&self) -> u64 {
         self.tag.load(Ordering::Acquire)
     }
@@ -361,7 +407,7 @@ impl FutureInner {
                 None => format!("finished exception=code {}", e.code),
             },
         };
-        format!("<Future {body}>")
+        format!("<{} {body}>", self.kind_word())
     }
 }
 
@@ -378,7 +424,12 @@ impl Drop for FutureInner {
                 // every call that would take a new reference refuse a finalizing future.
                 self.tag.store(TAG_FINALIZING, Ordering::Release);
                 let this: &FutureInner = self;
-                l.report(c"Future exception was never retrieved", Some(this), Some(&exc));
+                let msg = if self.kind_word() == "Task" {
+                    c"Task exception was never retrieved"
+                } else {
+                    c"Future exception was never retrieved"
+                };
+                l.report(msg, Some(this), Some(&exc));
             }
         }
         self.tag.store(0, Ordering::Release);
@@ -390,3 +441,4 @@ impl Drop for FutureInner {
 pub fn copy_message(msg: Option<&CStr>) -> Option<CString> {
     msg.map(CStr::to_owned)
 }
+

@@ -5,6 +5,7 @@
 
 pub mod callback;
 pub mod chain;
+pub mod combinators; // issue 5
 pub mod clock;
 pub mod eventloop;
 pub mod ffi;
@@ -13,5 +14,7 @@ pub mod handles;
 pub mod report;
 pub mod sleep;
 pub mod status;
+pub mod task; // issue 5
+pub mod thread_id;
 pub mod timers;
 pub mod wakeup;

@@ -11,9 +11,17 @@ use std::collections::BinaryHeap;
 use crate::handles::{Handle, HandleTable};
 
 struct TimerEntry {
-    when: f64,
+    /// `when` as an integer with the same order (see [`order_key`]): one integer compare.
+    key: i64,
     seq: u64,
+    when: f64,
     handle: Handle,
+}
+
+/// Maps an `f64` to an `i64` with the same total order (`f64::total_cmp`'s transform).
+fn order_key(when: f64) -> i64 {
+    let bits = when.to_bits() as i64;
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
 impl PartialEq for TimerEntry {
@@ -30,7 +38,7 @@ impl PartialOrd for TimerEntry {
 impl Ord for TimerEntry {
     /// Reversed, so that `BinaryHeap` (a max-heap) pops the earliest deadline first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.when.total_cmp(&self.when).then(other.seq.cmp(&self.seq))
+        other.key.cmp(&self.key).then(other.seq.cmp(&self.seq))
     }
 }
 
@@ -47,7 +55,7 @@ impl TimerHeap {
     pub fn push(&mut self, when: f64, handle: Handle) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(TimerEntry { when, seq, handle });
+        self.heap.push(TimerEntry { key: order_key(when), seq, when, handle });
     }
 
     /// Records that one heap entry's handle was cancelled.

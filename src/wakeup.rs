@@ -68,7 +68,9 @@ impl Wakeup {
     /// Raises the signal. True if this call made the idle -> signalled transition (and so
     /// wrote the eventfd); false if it was already signalled (coalesced).
     pub fn signal(&self) -> bool {
-        if self.signalled.swap(true, Ordering::AcqRel) {
+        // A plain load first: while the loop has not consumed the last signal, producers only
+        // read the flag's cache line instead of writing it.
+        if self.signalled.load(Ordering::Acquire) || self.signalled.swap(true, Ordering::AcqRel) {
             return false;
         }
         let one: u64 = 1;

@@ -444,8 +444,11 @@ pub unsafe extern "C" fn afut_wrap_future(r#loop: *mut afut_loop_t, other: *mut 
 ///
 /// Thread: any.
 /// Ownership: returns a new reference owned by the caller. On success the library owns
-/// `value`: the future owns it once completed; if the future is cancelled first (or the
-/// loop closes first), `value_free(value)` runs then. On failure `value` stays the caller's.
+/// `value`: once the timer completes the future, the future owns it (and frees it when it is
+/// freed). If the future is cancelled first, the timer is cancelled on the loop's next
+/// iteration and `value_free(value)` runs then; if the loop closes first, at the close.
+/// On failure `value` stays the caller's. The loop holds a reference to the future until that
+/// next iteration, so its last `afut_unref` may come one iteration after yours.
 /// Bad input: NULL `loop` or NaN `delay_s` returns NULL; so does a closed loop.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_sleep(

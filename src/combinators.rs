@@ -1,0 +1,573 @@
+//! Combinators: `gather`, `wait_for`, `shield`, `wait` and `as_completed` (SEMANTICS.md G1-G6,
+//! WF1-WF2, S1, W1-W4).
+//!
+//! Each returns a future of the loop; none needs a task. Done-callbacks on the inputs hold
+//! the combinator's future weakly (a combinator nobody holds any more simply goes away) and
+//! the combinator holds its inputs strongly (their values and details are lent out through
+//! it). Cancelling a `gather` or a `wait_for` propagates to the inputs at once.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use crate::callback::{Callback, DoneCallback, Owned};
+use crate::chain::ensure_future;
+use crate::clock;
+use crate::eventloop::{Loop, next_token};
+use crate::ffi::types::afut_t;
+use crate::future::{Exception, ExceptionView, Future, FutureInner};
+use crate::handles::Handle;
+use crate::status::*;
+use crate::task::{Behaviour, copy_borrowed_message};
+
+/// The message of the exception a timed-out `wait_for` / `as_completed` slot ends with.
+const TIMED_OUT: &std::ffi::CStr = c"timed out";
+
+/// A borrowed `afut_t *` in an array handed to C (the combinator keeps the future alive).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct FuturePtr(pub *mut afut_t);
+
+// SAFETY: a handle of a reference-counted, thread-safe future that the owning combinator keeps
+// alive; the library never dereferences it through this type.
+unsafe impl Send for FuturePtr {}
+// SAFETY: as above; shared access only copies the pointer.
+unsafe impl Sync for FuturePtr {}
+
+fn upgrade(w: &Weak<FutureInner>) -> Option<Future> {
+    w.upgrade().map(Future)
+}
+
+/// Reads a done future's exception as a copy that borrows its detail (the caller keeps the
+/// source alive), marking it retrieved. None for a result or a cancellation.
+fn borrow_exception(f: &Future) -> Option<Exception> {
+    match f.exception() {
+        Ok(ExceptionView::Exception(e)) => Some(Exception {
+            code: e.code,
+            message: (!e.message.is_null()).then(|| copy_borrowed_message(e.message)),
+            detail: Owned::borrowed(e.detail),
+        }),
+        _ => None,
+    }
+}
+
+fn cancelled_as_exception(f: &Future) -> Exception {
+    let m = f.cancel_message();
+    Exception {
+        code: AFUT_ERR_CANCELLED,
+        message: (!m.is_null()).then(|| copy_borrowed_message(m)),
+        detail: Owned::borrowed(std::ptr::null_mut()),
+    }
+}
+
+fn timeout_exception() -> Exception {
+    Exception { code: AFUT_ERR_TIMEOUT, message: Some(TIMED_OUT.to_owned()), detail: Owned::borrowed(std::ptr::null_mut()) }
+}
+
+/// Deduplicates the inputs (asyncio's `set()` / gather's one-child-per-object) and binds each
+/// to the loop with `ensure_future`. Returns the unique futures and, per input, its index.
+fn unique_inputs(event_loop: &Loop, futs: &[Future]) -> (Vec<Future>, Vec<usize>) {
+    let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut unique = Vec::new();
+    let mut index = Vec::with_capacity(futs.len());
+    for f in futs {
+        let key = f.as_ptr() as usize;
+        let i = *seen.entry(key).or_insert_with(|| {
+            unique.push(ensure_future(event_loop, f));
+            unique.len() - 1
+        });
+        index.push(i);
+    }
+    (unique, index)
+}
+
+// ------------------------------------------------------------------------------------------
+// gather
+
+struct Gather {
+    children: Vec<Future>,
+    /// One entry per argument, in argument order: the result value of the gather.
+    slots: Box<[FuturePtr]>,
+    return_exceptions: bool,
+    remaining: Mutex<usize>,
+}
+
+impl Behaviour for Gather {
+    /// Improvement over asyncio (gh-85071): the gather ends CANCELLED at once, with the
+    /// message, and every child is cancelled.
+    fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
+        if fut.is_done() {
+            return fut.cancel_plain(msg);
+        }
+        for c in &self.children {
+            c.cancel(msg.clone());
+        }
+        fut.cancel_plain(msg)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// `afut_gather`.
+pub fn gather(event_loop: &Loop, futs: &[Future], return_exceptions: bool) -> Future {
+    let (children, index) = unique_inputs(event_loop, futs);
+    let slots: Box<[FuturePtr]> = index.iter().map(|&i| FuturePtr(children[i].as_ptr())).collect();
+    let n = children.len();
+    let g = Gather { children, slots, return_exceptions, remaining: Mutex::new(n) };
+    let outer = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(g)));
+    let gather = outer.behaviour().and_then(|b| b.as_any().downcast_ref::<Gather>()).expect("a gather");
+    if n == 0 {
+        // G1: already done, with an empty result (NULL).
+        let _ = outer.set_result(Owned::borrowed(std::ptr::null_mut()));
+        return outer;
+    }
+    let mut done_now = Vec::new();
+    for child in &gather.children {
+        if child.is_done() {
+            done_now.push(child.clone());
+            continue;
+        }
+        let weak = outer.downgrade();
+        let cb = DoneCallback::rust(next_token(), move |c: &Future| {
+            if let Some(outer) = upgrade(&weak) {
+                gather_child_done(&outer, c);
+            }
+        });
+        if let Err((_, cb)) = child.add_done_callback(cb) {
+            // Done meanwhile and its loop closed: process it here.
+            drop(cb);
+            done_now.push(child.clone());
+        }
+    }
+    // G6: children already done are processed now, so the gather may be done on return.
+    for child in done_now {
+        gather_child_done(&outer, &child);
+    }
+    outer
+}
+
+/// asyncio gather's `_done_callback`.
+fn gather_child_done(outer: &Future, child: &Future) {
+    let Some(g) = outer.behaviour().and_then(|b| b.as_any().downcast_ref::<Gather>()) else { return };
+    if outer.is_done() {
+        // G3: a later child's exception is marked retrieved, not logged.
+        if !child.is_cancelled() {
+            let _ = child.exception();
+        }
+        return;
+    }
+    if !g.return_exceptions {
+        if child.is_cancelled() {
+            // G3: FINISHED with a CancelledError exception carrying the child's message.
+            let _ = outer.set_exception(cancelled_as_exception(child));
+            return;
+        }
+        if let Some(e) = borrow_exception(child) {
+            let _ = outer.set_exception(e);
+            return;
+        }
+    } else if !child.is_cancelled() {
+        let _ = child.exception(); // G4: the exception is part of the result: retrieved.
+    }
+    let last = {
+        let mut r = g.remaining.lock();
+        *r -= 1;
+        *r == 0
+    };
+    if last {
+        let _ = outer.set_result(Owned::borrowed(g.slots.as_ptr() as *mut c_void));
+    }
+}
+
+/// `afut_gather_child`: the future at `index` (borrowed from the gather), NULL if `fut` is not
+/// a gather or `index` is out of range.
+pub fn gather_child(fut: &Future, index: usize) -> Option<*mut afut_t> {
+    let g = fut.behaviour()?.as_any().downcast_ref::<Gather>()?;
+    g.slots.get(index).map(|p| p.0)
+}
+
+// ------------------------------------------------------------------------------------------
+// wait_for
+
+struct WaitFor {
+    event_loop: Loop,
+    inner: Future,
+    timed_out: AtomicBool,
+    timer: Mutex<Option<Handle>>,
+}
+
+impl WaitFor {
+    fn cancel_timer(&self) {
+        if let Some(h) = self.timer.lock().take() {
+            self.event_loop.cancel(h);
+        }
+    }
+}
+
+impl Drop for WaitFor {
+    fn drop(&mut self) {
+        self.cancel_timer();
+    }
+}
+
+impl Behaviour for WaitFor {
+    /// Cancelling the wait_for cancels the inner future at once (bpo-23219); the wait_for
+    /// itself ends CANCELLED at once.
+    fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
+        if fut.is_done() {
+            return fut.cancel_plain(msg);
+        }
+        self.cancel_timer();
+        self.inner.cancel(msg.clone());
+        fut.cancel_plain(msg)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn wait_for_of(f: &Future) -> Option<&WaitFor> {
+    f.behaviour()?.as_any().downcast_ref::<WaitFor>()
+}
+
+/// `afut_wait_for`. `timeout_s` is not NaN (checked by the caller).
+pub fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Future {
+    let inner = ensure_future(event_loop, fut);
+    let w = WaitFor { event_loop: event_loop.clone(), inner: inner.clone(), timed_out: AtomicBool::new(false), timer: Mutex::new(None) };
+    let outer = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(w)));
+    let weak = outer.downgrade();
+    let on_done = DoneCallback::rust(next_token(), move |i: &Future| {
+        let Some(outer) = upgrade(&weak) else { return };
+        let Some(w) = wait_for_of(&outer) else { return };
+        w.cancel_timer();
+        if outer.is_done() {
+            if !i.is_cancelled() {
+                let _ = i.exception();
+            }
+            return;
+        }
+        if w.timed_out.load(Ordering::Acquire) && i.is_cancelled() {
+            let _ = outer.set_exception(timeout_exception());
+        } else {
+            // The result (also one that won the race against the timeout, or a cancellation
+            // the inner swallowed), an exception, or a cancellation by someone else.
+            outer.mirror(i);
+        }
+    });
+    if let Err((_, cb)) = inner.add_done_callback(on_done) {
+        // The loop is closed: nothing will ever run; end the wait_for like its inner.
+        drop(cb);
+        outer.cancel_plain(None);
+        return outer;
+    }
+    let w = wait_for_of(&outer).expect("a wait_for");
+    if timeout_s == f64::INFINITY {
+        return outer; // WF1: a plain await
+    }
+    if timeout_s <= 0.0 {
+        // WF1: done -> its result (next iteration); else cancel it now and wait for it.
+        if !inner.is_done() {
+            w.timed_out.store(true, Ordering::Release);
+            inner.cancel(None);
+        }
+        return outer;
+    }
+    let weak = outer.downgrade();
+    let expire = Callback::rust(move || {
+        let Some(outer) = upgrade(&weak) else { return };
+        let Some(w) = wait_for_of(&outer) else { return };
+        w.timer.lock().take();
+        // WF2: a result that is already there wins; else cancel and wait until it is done.
+        if !outer.is_done() && !w.inner.is_done() {
+            w.timed_out.store(true, Ordering::Release);
+            w.inner.cancel(None);
+        }
+    });
+    if let Ok(h) = event_loop.schedule(expire, Some(clock::now() + timeout_s)) {
+        *w.timer.lock() = Some(h);
+    }
+    outer
+}
+
+// ------------------------------------------------------------------------------------------
+// shield
+
+/// `afut_shield` (S1).
+pub fn shield(event_loop: &Loop, fut: &Future) -> Future {
+    let inner = ensure_future(event_loop, fut);
+    if inner.is_done() {
+        return inner; // test_shield_shortcut
+    }
+    let outer = Future::new(Some(event_loop.clone()));
+    let token = next_token();
+    let weak = outer.downgrade();
+    let copy = DoneCallback::rust(token, move |i: &Future| {
+        let Some(outer) = upgrade(&weak) else { return };
+        if outer.is_cancelled() {
+            if !i.is_cancelled() {
+                let _ = i.exception();
+            }
+        } else {
+            outer.mirror(i);
+        }
+    });
+    if let Err((_, cb)) = inner.add_done_callback(copy) {
+        drop(cb);
+        return inner;
+    }
+    let i = inner.clone();
+    let _ = outer.add_done_callback(DoneCallback::rust(next_token(), move |o: &Future| {
+        if o.is_cancelled() {
+            i.remove_token(token); // the inner is untouched
+        }
+    }));
+    outer
+}
+
+// ------------------------------------------------------------------------------------------
+// wait
+
+/// `asyncio.ALL_COMPLETED`.
+pub const AFUT_ALL_COMPLETED: i32 = 0;
+/// `asyncio.FIRST_COMPLETED`.
+pub const AFUT_FIRST_COMPLETED: i32 = 1;
+/// `asyncio.FIRST_EXCEPTION`.
+pub const AFUT_FIRST_EXCEPTION: i32 = 2;
+
+/// The result of `afut_wait_many`: the futures done and still pending when it completed.
+/// Both arrays and the futures in them are borrowed from the wait future.
+#[repr(C)]
+pub struct afut_wait_result_t {
+    /// The futures done at that time (`n_done` entries; NULL when 0).
+    pub done: *const *mut afut_t,
+    pub n_done: usize,
+    /// The futures still pending (`n_pending` entries; NULL when 0).
+    pub pending: *const *mut afut_t,
+    pub n_pending: usize,
+}
+
+struct WaitSets {
+    /// The storage `view` points into.
+    _done: Vec<FuturePtr>,
+    _pending: Vec<FuturePtr>,
+    view: afut_wait_result_t,
+}
+
+// SAFETY: the raw pointers in `view` point into `done` / `pending` (owned alongside) and to
+// futures the wait keeps alive; they are only read by C through the borrowed result.
+unsafe impl Send for WaitSets {}
+// SAFETY: as above; never mutated once built.
+unsafe impl Sync for WaitSets {}
+
+struct WaitMany {
+    event_loop: Loop,
+    members: Vec<Future>,
+    tokens: Vec<u64>,
+    return_when: i32,
+    state: Mutex<WaitState>,
+}
+
+struct WaitState {
+    counter: usize,
+    timer: Option<Handle>,
+    sets: Option<Box<WaitSets>>,
+}
+
+impl WaitMany {
+    /// W2's `finally`: cancel the timer, remove the callbacks from every member.
+    fn cleanup(&self) {
+        if let Some(h) = self.state.lock().timer.take() {
+            self.event_loop.cancel(h);
+        }
+        for (m, t) in self.members.iter().zip(&self.tokens) {
+            m.remove_token(*t);
+        }
+    }
+}
+
+impl Behaviour for WaitMany {
+    /// Cancelling the wait leaves the members untouched (asyncio: only the waiter is cancelled).
+    fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
+        let cancelled = fut.cancel_plain(msg);
+        if cancelled {
+            self.cleanup();
+        }
+        cancelled
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn wait_many_of(f: &Future) -> Option<&WaitMany> {
+    f.behaviour()?.as_any().downcast_ref::<WaitMany>()
+}
+
+fn wait_finish(outer: &Future) {
+    let Some(w) = wait_many_of(outer) else { return };
+    if outer.is_done() {
+        return;
+    }
+    w.cleanup();
+    let (mut done, mut pending) = (Vec::new(), Vec::new());
+    for m in &w.members {
+        if m.is_done() { done.push(FuturePtr(m.as_ptr())) } else { pending.push(FuturePtr(m.as_ptr())) }
+    }
+    let ptr_of = |v: &Vec<FuturePtr>| if v.is_empty() { std::ptr::null() } else { v.as_ptr() as *const *mut afut_t };
+    let view = afut_wait_result_t { done: ptr_of(&done), n_done: done.len(), pending: ptr_of(&pending), n_pending: pending.len() };
+    let sets = Box::new(WaitSets { _done: done, _pending: pending, view });
+    let value = &sets.view as *const afut_wait_result_t as *mut c_void;
+    {
+        let mut st = w.state.lock();
+        if st.sets.is_some() {
+            return;
+        }
+        st.sets = Some(sets);
+    }
+    let _ = outer.set_result(Owned::borrowed(value));
+}
+
+/// The sets of a completed wait (`afut_wait_many_result`).
+pub fn wait_many_result(f: &Future) -> Option<*const afut_wait_result_t> {
+    let w = wait_many_of(f)?;
+    if f.is_cancelled() {
+        return None;
+    }
+    let st = w.state.lock();
+    st.sets.as_ref().map(|s| &s.view as *const afut_wait_result_t)
+}
+
+/// `afut_wait_many` (asyncio.wait). Arguments are checked by the caller (W1).
+pub fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, return_when: i32) -> Future {
+    let (members, _) = unique_inputs(event_loop, futs);
+    let tokens: Vec<u64> = members.iter().map(|_| next_token()).collect();
+    let counter = members.len();
+    let w = WaitMany {
+        event_loop: event_loop.clone(),
+        members,
+        tokens,
+        return_when,
+        state: Mutex::new(WaitState { counter, timer: None, sets: None }),
+    };
+    let outer = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(w)));
+    let w = wait_many_of(&outer).expect("a wait");
+    for (m, &token) in w.members.iter().zip(&w.tokens) {
+        let weak = outer.downgrade();
+        // W2: even a done member is seen through a callback, so wait takes an iteration.
+        let cb = DoneCallback::rust(token, move |f: &Future| {
+            let Some(outer) = upgrade(&weak) else { return };
+            let Some(w) = wait_many_of(&outer) else { return };
+            let finish = {
+                let mut st = w.state.lock();
+                st.counter = st.counter.saturating_sub(1);
+                match w.return_when {
+                    AFUT_FIRST_COMPLETED => true,
+                    AFUT_FIRST_EXCEPTION => {
+                        // Read first (marks it retrieved) even when the counter decides.
+                        let failed = !f.is_cancelled() && matches!(f.exception(), Ok(ExceptionView::Exception(_)));
+                        failed || st.counter == 0
+                    }
+                    _ => st.counter == 0,
+                }
+            };
+            if finish {
+                wait_finish(&outer);
+            }
+        });
+        let _ = m.add_done_callback(cb);
+    }
+    if timeout_s != f64::INFINITY {
+        let weak = outer.downgrade();
+        let expire = Callback::rust(move || {
+            if let Some(outer) = upgrade(&weak) {
+                if let Some(w) = wait_many_of(&outer) {
+                    w.state.lock().timer = None;
+                }
+                wait_finish(&outer); // W4: no TimeoutError, nothing cancelled
+            }
+        });
+        if let Ok(h) = event_loop.schedule(expire, Some(clock::now() + timeout_s.max(0.0))) {
+            w.state.lock().timer = Some(h);
+        }
+    }
+    outer
+}
+
+// ------------------------------------------------------------------------------------------
+// as_completed
+
+struct AsCompleted {
+    event_loop: Loop,
+    slots: Vec<Future>,
+    /// The inputs (kept alive: a wrapper of a loop-less input has no other owner) and the
+    /// token of the callback on each. The callbacks hold this state: the cycle ends when
+    /// each input is done or on timeout.
+    members: Vec<(Future, u64)>,
+    state: Mutex<AsCompletedState>,
+}
+
+struct AsCompletedState {
+    timer: Option<Handle>,
+    remaining: usize,
+}
+
+impl AsCompleted {
+    /// The member that completed goes to the first slot nobody has completed or cancelled.
+    fn member_done(&self, member: &Future) {
+        let last = {
+            let mut st = self.state.lock();
+            st.remaining = st.remaining.saturating_sub(1);
+            st.remaining == 0
+        };
+        if let Some(slot) = self.slots.iter().find(|s| !s.is_done()) {
+            slot.mirror(member);
+        }
+        if last {
+            if let Some(h) = self.state.lock().timer.take() {
+                self.event_loop.cancel(h);
+            }
+        }
+    }
+
+    fn expire(&self) {
+        self.state.lock().timer = None;
+        for (m, token) in &self.members {
+            m.remove_token(*token);
+        }
+        for s in &self.slots {
+            let _ = s.set_exception(timeout_exception());
+        }
+    }
+}
+
+/// `afut_as_completed`: one new future per unique input; the i-th completes like the i-th
+/// input to complete. On timeout the slots still pending fail with `AFUT_ERR_TIMEOUT`.
+pub fn as_completed(event_loop: &Loop, futs: &[Future], timeout_s: f64) -> Vec<Future> {
+    let (members, _) = unique_inputs(event_loop, futs);
+    let slots: Vec<Future> = members.iter().map(|_| Future::new(Some(event_loop.clone()))).collect();
+    let state = Arc::new(AsCompleted {
+        event_loop: event_loop.clone(),
+        slots: slots.clone(),
+        members: members.iter().map(|m| (m.clone(), next_token())).collect(),
+        state: Mutex::new(AsCompletedState { timer: None, remaining: members.len() }),
+    });
+    for (m, (_, token)) in members.iter().zip(&state.members) {
+        let s = state.clone();
+        let _ = m.add_done_callback(DoneCallback::rust(*token, move |f: &Future| s.member_done(f)));
+    }
+    if timeout_s != f64::INFINITY && !members.is_empty() {
+        let s = state.clone();
+        if let Ok(h) = event_loop.schedule(Callback::rust(move || s.expire()), Some(clock::now() + timeout_s.max(0.0))) {
+            state.state.lock().timer = Some(h);
+        }
+    }
+    slots
+}

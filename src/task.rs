@@ -1,0 +1,316 @@
+//! Task: asyncio's `Task` for C, driven by a step function instead of a coroutine
+//! (SEMANTICS.md T1-T6).
+//!
+//! A task is a future (same handle, same functions) with a [`Behaviour`] attached. Its step
+//! runs on the loop: first on the iteration after creation, then one iteration after each
+//! future it awaits is done. Inside a step the C code completes the task, awaits one future,
+//! or returns doing neither (a yield, or the end of a cancelled task).
+//!
+//! Who keeps a pending task alive (gh-91887): the queued step holds a reference while a step
+//! is scheduled, and the awaited future's done-callback holds one while the task awaits. So
+//! a pending task is never freed while its loop can still run it; nobody needs to keep the
+//! handle. The task releases its userdata (and what it awaits) as soon as it is done.
+
+use std::any::Any;
+use std::ffi::{CStr, CString, c_char, c_void};
+
+use parking_lot::Mutex;
+
+use crate::callback::{Callback, DoneCallback, Owned, RawPtr, StepFn, call_step};
+use crate::eventloop::{Loop, next_token};
+use crate::future::Future;
+use crate::status::*;
+
+/// What a task or combinator adds to its future. Attached at creation, consulted by
+/// [`Future`] for the public `set_result` / `set_exception` / `cancel`.
+pub trait Behaviour: Send + Sync + 'static {
+    /// True for a task (`afut_is_task`, "Task" in reports and describe()).
+    fn is_task(&self) -> bool {
+        false
+    }
+    /// `AFUT_OK` if a public `set_result` / `set_exception` may complete the future now,
+    /// else the status to refuse it with.
+    fn check_complete(&self, _fut: &Future) -> afut_status_t {
+        AFUT_OK
+    }
+    /// The public cancel. The default is the plain Future cancel.
+    fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
+        fut.cancel_plain(msg)
+    }
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// A number that identifies the calling thread (the address of a thread-local), without the
+/// allocation `std::thread::current()` makes.
+fn this_thread() -> usize {
+    thread_local! {
+        static MARK: u8 = const { 0 };
+    }
+    MARK.with(|m| m as *const u8 as usize)
+}
+
+struct TaskInner {
+    /// The C userdata; taken (and freed) once the task is done.
+    userdata: Option<Owned>,
+    /// asyncio `_fut_waiter`: the future the task awaits, set by `afut_task_await`.
+    awaited: Option<Future>,
+    /// The thread running the step right now, if any.
+    stepping: Option<usize>,
+    /// asyncio `_must_cancel`: a cancel request not delivered through an awaited future.
+    must_cancel: bool,
+    /// Index into `messages` of the pending cancel message (None: no message).
+    cancel_message: Option<usize>,
+    /// Every cancel message ever requested: kept for the task's life so that a pointer
+    /// returned by `afut_task_cancel_requested` never dangles.
+    messages: Vec<CString>,
+    /// asyncio `_num_cancels_requested` (`cancelling()`).
+    num_cancels: u32,
+}
+
+/// The state of a task.
+pub struct Task {
+    step: StepFn,
+    inner: Mutex<TaskInner>,
+}
+
+impl Task {
+    fn of(fut: &Future) -> Option<&Task> {
+        fut.behaviour()?.as_any().downcast_ref::<Task>()
+    }
+
+    fn pending_message(&self, g: &TaskInner) -> Option<CString> {
+        g.cancel_message.map(|i| g.messages[i].clone())
+    }
+}
+
+impl Behaviour for Task {
+    fn is_task(&self) -> bool {
+        true
+    }
+
+    /// Only the step may complete its task, on the thread running it, while it awaits nothing
+    /// and no cancel is pending (asyncio: `Task.set_result` raises RuntimeError; a return while
+    /// `_must_cancel` is set cancels instead, test_cancel_at_end).
+    fn check_complete(&self, _fut: &Future) -> afut_status_t {
+        let g = self.inner.lock();
+        if g.stepping != Some(this_thread()) || g.awaited.is_some() {
+            AFUT_ERR_INVALID_STATE
+        } else if g.must_cancel {
+            AFUT_ERR_CANCELLED
+        } else {
+            AFUT_OK
+        }
+    }
+
+    /// asyncio `Task.cancel(msg)` (T4).
+    fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
+        let mut g = self.inner.lock();
+        if fut.is_done() {
+            drop(g);
+            // False, and clears the unretrieved mark (T6).
+            return fut.cancel_plain(msg);
+        }
+        g.num_cancels += 1;
+        if let Some(waiter) = g.awaited.clone() {
+            drop(g);
+            // Propagate to the awaited future now; the step then sees it cancelled.
+            if waiter.cancel(msg.clone()) {
+                return true;
+            }
+            g = self.inner.lock();
+        }
+        g.must_cancel = true;
+        g.cancel_message = msg.map(|m| {
+            g.messages.push(m);
+            g.messages.len() - 1
+        });
+        true
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// `afut_task_new`: a task whose first step runs on the next iteration of `event_loop`.
+/// On failure (a closed loop) the userdata comes back unfreed.
+pub fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future, (afut_status_t, Owned)> {
+    let task = Task {
+        step,
+        inner: Mutex::new(TaskInner {
+            userdata: Some(userdata),
+            awaited: None,
+            stepping: None,
+            must_cancel: false,
+            cancel_message: None,
+            messages: Vec::new(),
+            num_cancels: 0,
+        }),
+    };
+    let fut = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(task)));
+    let t = fut.clone();
+    if let Err((status, cb)) = event_loop.schedule(Callback::rust(move || run_step(&t, None)), None) {
+        drop(cb);
+        let userdata = Task::of(&fut).and_then(|t| t.inner.lock().userdata.take()).expect("the task's userdata");
+        return Err((status, userdata));
+    }
+    Ok(fut)
+}
+
+/// Schedules the next step (a yield). A closed loop can never run it: the task then ends
+/// cancelled, releasing its userdata.
+fn schedule_step(task: &Future) {
+    let Some(l) = task.event_loop() else { return };
+    let t = task.clone();
+    if let Err((_, cb)) = l.schedule(Callback::rust(move || run_step(&t, None)), None) {
+        drop(cb);
+        finish_cancelled(task, None);
+    }
+}
+
+fn finish_cancelled(task: &Future, msg: Option<CString>) {
+    let Some(t) = Task::of(task) else { return };
+    task.cancel_plain(msg);
+    let (userdata, awaited) = {
+        let mut g = t.inner.lock();
+        (g.userdata.take(), g.awaited.take())
+    };
+    drop(userdata);
+    drop(awaited);
+}
+
+/// asyncio `__step` (T2) followed by what the step left behind.
+fn run_step(task: &Future, awaited: Option<Future>) {
+    let Some(t) = Task::of(task) else { return };
+    let userdata = {
+        let mut g = t.inner.lock();
+        if task.is_done() {
+            return;
+        }
+        g.awaited = None;
+        g.stepping = Some(this_thread());
+        g.userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr())
+    };
+    call_step(t.step, task, awaited.as_ref(), RawPtr(userdata));
+
+    let mut g = t.inner.lock();
+    g.stepping = None;
+    if task.is_done() {
+        let (userdata, waiter) = (g.userdata.take(), g.awaited.take());
+        drop(g);
+        drop(userdata);
+        drop(waiter);
+        return;
+    }
+    if g.awaited.is_some() {
+        return;
+    }
+    // The step neither completed the task nor awaited anything.
+    let cancel = if g.must_cancel {
+        g.must_cancel = false;
+        Some(t.pending_message(&g))
+    } else if awaited.as_ref().is_some_and(|a| a.is_cancelled()) {
+        let m = awaited.as_ref().map_or(std::ptr::null(), |a| a.cancel_message());
+        Some((!m.is_null()).then(|| copy_borrowed_message(m)))
+    } else {
+        None
+    };
+    drop(g);
+    match cancel {
+        Some(msg) => finish_cancelled(task, msg),
+        None => schedule_step(task),
+    }
+}
+
+/// Copies a cancel message borrowed from a live future.
+pub(crate) fn copy_borrowed_message(m: *const c_char) -> CString {
+    // SAFETY: `m` is the non-NULL cancel message of a future this function's caller holds
+    // a reference to: a NUL-terminated string that lives as long as that future.
+    unsafe { CStr::from_ptr(m) }.to_owned()
+}
+
+/// `afut_task_await`: called from inside the task's step.
+pub fn await_future(task: &Future, fut: &Future) -> afut_status_t {
+    let Some(t) = Task::of(task) else { return AFUT_ERR_INVALID_ARGUMENT };
+    if task.same(fut) {
+        return AFUT_ERR_INVALID_ARGUMENT; // 'Task cannot await on itself'
+    }
+    match (task.event_loop(), fut.event_loop()) {
+        (Some(a), Some(b)) if a.same(b) => {}
+        _ => return AFUT_ERR_INVALID_ARGUMENT, // a future of another loop, or loop-less
+    }
+    let (must_cancel, msg) = {
+        let mut g = t.inner.lock();
+        if g.stepping != Some(this_thread()) || g.awaited.is_some() || task.is_done() {
+            return AFUT_ERR_INVALID_STATE;
+        }
+        g.awaited = Some(fut.clone());
+        (g.must_cancel, t.pending_message(&g))
+    };
+    let me = task.clone();
+    let wakeup = DoneCallback::rust(next_token(), move |f: &Future| run_step(&me, Some(f.clone())));
+    if let Err((status, cb)) = fut.add_done_callback(wakeup) {
+        drop(cb);
+        t.inner.lock().awaited = None;
+        return status;
+    }
+    if must_cancel && fut.cancel(msg) {
+        t.inner.lock().must_cancel = false;
+    }
+    AFUT_OK
+}
+
+/// `afut_task_cancelling` (T5): the number of pending cancel requests; None if not a task.
+pub fn cancelling(task: &Future) -> Option<u32> {
+    Task::of(task).map(|t| t.inner.lock().num_cancels)
+}
+
+/// `afut_task_uncancel` (T5, 3.13): decrements the count (never below 0); at 0 it also
+/// withdraws a pending cancel request. Returns the new count.
+pub fn uncancel(task: &Future) -> Option<u32> {
+    let t = Task::of(task)?;
+    let mut g = t.inner.lock();
+    if g.num_cancels > 0 {
+        g.num_cancels -= 1;
+        if g.num_cancels == 0 {
+            g.must_cancel = false;
+        }
+    }
+    Some(g.num_cancels)
+}
+
+/// `afut_task_cancel_requested`: whether a cancel request is pending (not delivered through
+/// an awaited future), and its message (borrowed; lives as long as the task).
+pub fn cancel_requested(task: &Future) -> Option<(bool, *const c_char)> {
+    let t = Task::of(task)?;
+    let g = t.inner.lock();
+    let msg = match (g.must_cancel, g.cancel_message) {
+        (true, Some(i)) => g.messages[i].as_ptr(),
+        _ => std::ptr::null(),
+    };
+    Some((g.must_cancel, msg))
+}
+
+/// `afut_task_take_cancel`: from inside the step, takes a pending cancel request (asyncio
+/// clears `_must_cancel` when it throws CancelledError into the coroutine). Returns None if
+/// not a task, Some(None) if nothing was taken (or not called from the step), else the
+/// message pointer (borrowed; lives as long as the task).
+pub fn take_cancel(task: &Future) -> Option<Option<*const c_char>> {
+    let t = Task::of(task)?;
+    let mut g = t.inner.lock();
+    if g.stepping != Some(this_thread()) || !g.must_cancel {
+        return Some(None);
+    }
+    g.must_cancel = false;
+    Some(Some(g.cancel_message.map_or(std::ptr::null(), |i| g.messages[i].as_ptr())))
+}
+
+/// True if `fut` is a task.
+pub fn is_task(fut: &Future) -> bool {
+    Task::of(fut).is_some()
+}
+
+/// The userdata pointer of a task (for bindings); NULL once the task is done.
+pub fn userdata(task: &Future) -> Option<*mut c_void> {
+    Task::of(task).map(|t| t.inner.lock().userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr()))
+}
