@@ -48,6 +48,9 @@ enum Outcome {
     /// Boxed: exceptions are the rare case, and this keeps the state small.
     Exception(Box<Exception>),
     Cancelled(Option<CString>),
+    /// Finished with the outcome of another finished future (a `wrap_future` wrapper): its
+    /// value or exception is read from there, and this reference keeps it alive.
+    Mirrored(Future),
 }
 
 struct State {
@@ -55,10 +58,8 @@ struct State {
     callbacks: CallbackList,
     /// asyncio's `__log_traceback`: an exception nobody has looked at yet.
     unretrieved: bool,
-    /// Threads blocked in `wait()`.
-    waiters: u32,
-    /// A future whose value this one borrows (a wrapper from `wrap_future`).
-    keepalive: Option<Future>,
+    /// Created by the first `wait()`, so that futures nobody blocks on do not pay for it.
+    waiters: Option<Arc<Condvar>>,
 }
 
 /// The shared body of a future. `#[repr(C)]` so that the tag is its first 8 bytes.
@@ -66,7 +67,6 @@ struct State {
 pub struct FutureInner {
     tag: AtomicU64,
     state: Mutex<State>,
-    done_cv: Condvar,
     event_loop: Option<Loop>,
     /// issue 5: what makes this future a task or a combinator (None: a plain future). Boxed
     /// twice so that plain futures pay one word for it.
@@ -96,10 +96,8 @@ impl Future {
                 outcome: Outcome::Pending,
                 callbacks: CallbackList::Empty,
                 unretrieved: false,
-                waiters: 0,
-                keepalive: None,
+                waiters: None,
             }),
-            done_cv: Condvar::new(),
             event_loop,
             behaviour: behaviour.map(Box::new),
         }))
@@ -126,7 +124,7 @@ impl Future {
         if let Some(s) = self.refused_by_behaviour() {
             return Err((s, value));
         }
-        self.complete(Outcome::Result(value)).map_err(|(s, o)| match o {
+        self.complete(Outcome::Result(value), false).map_err(|(s, o)| match o {
             Outcome::Result(v) => (s, v),
             _ => unreachable!(),
         })
@@ -136,7 +134,7 @@ impl Future {
         if let Some(s) = self.refused_by_behaviour() {
             return Err((s, exc));
         }
-        self.complete(Outcome::Exception(Box::new(exc))).map_err(|(s, o)| match o {
+        self.complete(Outcome::Exception(Box::new(exc)), true).map_err(|(s, o)| match o {
             Outcome::Exception(e) => (s, *e),
             _ => unreachable!(),
         })
@@ -155,7 +153,7 @@ impl Future {
 
     /// The plain Future cancel, bypassing any behaviour.
     pub(crate) fn cancel_plain(&self, msg: Option<CString>) -> bool {
-        self.complete(Outcome::Cancelled(msg)).is_ok()
+        self.complete(Outcome::Cancelled(msg), false).is_ok()
     }
 
     /// The behaviour attached at creation, if any.
@@ -170,8 +168,9 @@ impl Future {
     }
     // ----- end of issue 5 hooks -----
 
-    /// Sets the outcome of a pending future and schedules its callbacks.
-    fn complete(&self, outcome: Outcome) -> Result<(), (afut_status_t, Outcome)> {
+    /// Sets the outcome of a pending future and schedules its callbacks. `unretrieved`: the
+    /// outcome is an exception nobody has seen yet.
+    fn complete(&self, outcome: Outcome, unretrieved: bool) -> Result<(), (afut_status_t, Outcome)> {
         let mut st = self.0.state.lock();
         if matches!(outcome, Outcome::Cancelled(_)) {
             st.unretrieved = false;
@@ -179,15 +178,14 @@ impl Future {
         if !matches!(st.outcome, Outcome::Pending) {
             return Err((AFUT_ERR_INVALID_STATE, outcome));
         }
-        let is_exception = matches!(outcome, Outcome::Exception(_));
         st.outcome = outcome;
         let callbacks = std::mem::take(&mut st.callbacks);
-        let wake_waiters = st.waiters > 0;
+        let waiters = st.waiters.clone();
         // Set last, after the callbacks were taken (F14).
-        st.unretrieved = is_exception;
+        st.unretrieved = unretrieved;
         drop(st);
-        if wake_waiters {
-            self.0.done_cv.notify_all();
+        if let Some(cv) = waiters {
+            cv.notify_all();
         }
         self.dispatch(callbacks);
         Ok(())
@@ -262,6 +260,12 @@ impl Future {
                 Err(AFUT_ERR_EXCEPTION)
             }
             Outcome::Cancelled(_) => Err(AFUT_ERR_CANCELLED),
+            Outcome::Mirrored(source) => {
+                let source = source.clone();
+                st.unretrieved = false;
+                drop(st);
+                source.result()
+            }
         }
     }
 
@@ -277,6 +281,12 @@ impl Future {
                 Ok(view)
             }
             Outcome::Cancelled(_) => Err(AFUT_ERR_CANCELLED),
+            Outcome::Mirrored(source) => {
+                let source = source.clone();
+                st.unretrieved = false;
+                drop(st);
+                source.exception()
+            }
         }
     }
 
@@ -308,36 +318,32 @@ impl Future {
         }
     }
 
-    /// Copies `source`'s outcome into this (pending) future, borrowing its value and detail and
-    /// keeping `source` alive meanwhile (the wrapper side of `wrap_future`). Nothing happens
-    /// if this future is already done (asyncio `_copy_future_state`, F21).
+    /// Gives this (pending) future the outcome of the finished `source` (the wrapper side of
+    /// `wrap_future`): a cancellation is copied, message included; a result or an exception is
+    /// read from `source`, which this future keeps alive, so the value and detail are borrowed
+    /// from it. Nothing happens if this future is already done (asyncio
+    /// `_copy_future_state`, F21).
     pub fn mirror(&self, source: &Future) {
-        let copied = {
-            let st = source.0.state.lock();
+        let (copied, exception) = {
+            let mut st = source.0.state.lock();
             match &st.outcome {
                 Outcome::Pending => return,
-                Outcome::Result(v) => Outcome::Result(Owned::borrowed(v.ptr())),
-                Outcome::Exception(e) => Outcome::Exception(Box::new(Exception {
-                    code: e.code,
-                    message: e.message.clone(),
-                    detail: Owned::borrowed(e.detail.ptr()),
-                })),
-                Outcome::Cancelled(m) => Outcome::Cancelled(m.clone()),
+                Outcome::Cancelled(m) => (Outcome::Cancelled(m.clone()), false),
+                Outcome::Result(_) => (Outcome::Mirrored(source.clone()), false),
+                Outcome::Exception(_) => {
+                    // The wrapper now carries the exception and reports it if nobody reads
+                    // it; the source's copy counts as seen.
+                    st.unretrieved = false;
+                    (Outcome::Mirrored(source.clone()), true)
+                }
+                Outcome::Mirrored(inner) => {
+                    let exception = matches!(inner.exception(), Ok(ExceptionView::Exception(_)));
+                    st.unretrieved = false;
+                    (Outcome::Mirrored(source.clone()), exception)
+                }
             }
         };
-        {
-            let mut st = self.0.state.lock();
-            if !matches!(st.outcome, Outcome::Pending) {
-                return;
-            }
-            st.keepalive = Some(source.clone());
-        }
-        if matches!(copied, Outcome::Exception(_)) {
-            // The wrapper now carries the exception and reports it if nobody reads it;
-            // the source's copy counts as seen.
-            source.0.state.lock().unretrieved = false;
-        }
-        let _ = self.complete(copied);
+        let _ = self.complete(copied, exception);
     }
 
     /// `afut_wait`: blocks until done or `timeout_s` passes.
@@ -363,14 +369,13 @@ impl Future {
                 Some(d) if Instant::now() >= d => return AFUT_ERR_TIMEOUT,
                 _ => {}
             }
-            st.waiters += 1;
+            let cv = st.waiters.get_or_insert_with(|| Arc::new(Condvar::new())).clone();
             match deadline {
-                None => self.0.done_cv.wait(&mut st),
+                None => cv.wait(&mut st),
                 Some(d) => {
-                    self.0.done_cv.wait_until(&mut st, d);
+                    cv.wait_until(&mut st, d);
                 }
             }
-            st.waiters -= 1;
         }
     }
 
@@ -406,6 +411,13 @@ impl FutureInner {
                 Some(m) => format!("finished exception=code {}: {}", e.code, m.to_string_lossy()),
                 None => format!("finished exception=code {}", e.code),
             },
+            Outcome::Mirrored(source) => {
+                let source = source.clone();
+                drop(st);
+                let text = source.describe();
+                let body = text.split_once(' ').map_or("finished", |(_, b)| b.trim_end_matches('>'));
+                return format!("<{} {body}>", self.kind_word());
+            }
         };
         format!("<{} {body}>", self.kind_word())
     }
@@ -417,8 +429,15 @@ impl Drop for FutureInner {
         if st.unretrieved {
             // Clear first: nothing the handler does can make this report twice (F15 [C]).
             st.unretrieved = false;
-            if let (Some(l), Outcome::Exception(e)) = (&self.event_loop, &st.outcome) {
-                let exc = e.as_c();
+            let exc = match &st.outcome {
+                Outcome::Exception(e) => Some(e.as_c()),
+                Outcome::Mirrored(source) => match source.exception() {
+                    Ok(ExceptionView::Exception(e)) => Some(e),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let (Some(l), Some(exc)) = (&self.event_loop, exc) {
                 let l = l.clone();
                 // The handler may inspect the future but not keep it (B7): afut_ref and
                 // every call that would take a new reference refuse a finalizing future.
@@ -442,3 +461,17 @@ pub fn copy_message(msg: Option<&CStr>) -> Option<CString> {
     msg.map(CStr::to_owned)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pending future with one done-callback is one allocation of at most 128 bytes from
+    /// malloc's point of view (its request, plus malloc's 8-byte header, rounded to 16):
+    /// the Arc's two counts plus `FutureInner` must stay within 120 bytes.
+    #[test]
+    fn a_future_fits_in_one_128_byte_malloc_chunk() {
+        let request = std::mem::size_of::<FutureInner>() + 2 * std::mem::size_of::<usize>();
+        assert!(request <= 120, "FutureInner grew: the Arc allocation asks for {request} bytes");
+    }
+}
