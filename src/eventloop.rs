@@ -417,8 +417,9 @@ impl Loop {
                 }
                 timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
             }
-            let batch = std::mem::take(spare);
-            std::mem::replace(ready, batch)
+            // The batch is the ready queue; the (empty) spare buffer becomes the new one.
+            std::mem::swap(ready, spare);
+            std::mem::take(spare)
         };
         let debug = inner.debug.load(Ordering::Acquire);
         let mut ran = 0;
@@ -450,9 +451,9 @@ impl Loop {
         }
         let remaining = {
             let mut s = inner.sched.lock();
-            if s.spare.capacity() < batch.capacity() {
-                s.spare = batch;
-            }
+            // Give the drained buffer back for the next iteration; what comes back here is
+            // the unallocated placeholder left by `take` above (nothing to free).
+            std::mem::swap(&mut s.spare, &mut batch);
             if host {
                 // Keep the fd exact for hosts: the timerfd armed for the next deadline
                 // (under the lock, like every arm), and readable while work is left.
