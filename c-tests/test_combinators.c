@@ -810,6 +810,41 @@ TEST(test_gather_tasks) {
     afut_loop_free(loop);
 }
 
+/* A cycle of awaits (a task awaiting a gather that contains the task itself): cancelling
+ * either side terminates (asyncio recurses until RecursionError) and both end cancelled. */
+typedef struct {
+    afut_t *gather;
+    afut_t *other;
+} cyc_t;
+
+static void cyc_step(afut_t *task, afut_t *awaited, void *ud) {
+    cyc_t *c = ud;
+    if (!awaited) {
+        afut_t *in[2] = {task, c->other};
+        c->gather = afut_gather(afut_get_loop(task), in, 2, false);
+        afut_task_await(task, c->gather);
+    }
+}
+
+TEST(test_cancel_cycle_task_gather) {
+    for (int which = 0; which < 2; which++) {
+        afut_loop_t *loop = new_loop();
+        cyc_t c = {0};
+        c.other = afut_loop_create_future(loop);
+        afut_t *t = afut_task_new(loop, cyc_step, &c, NULL);
+        run1(loop);
+        CHECK(c.gather != NULL);
+        CHECK(afut_cancel(which ? c.gather : t, "cycle"));
+        CHECK(afut_cancelled(c.gather));
+        CHECK(afut_cancelled(c.other));
+        CHECK_EQ_INT(afut_loop_run_until_complete(loop, t), AFUT_ERR_CANCELLED);
+        afut_unref(c.gather);
+        afut_unref(c.other);
+        afut_unref(t);
+        afut_loop_free(loop);
+    }
+}
+
 int main(void) {
     RUN(test_gather_empty);
     RUN(test_gather_order_and_duplicates);
@@ -820,6 +855,7 @@ int main(void) {
     RUN(test_gather_children_already_done);
     RUN(test_gather_loopless_and_bad_input);
     RUN(test_gather_tasks);
+    RUN(test_cancel_cycle_task_gather);
     RUN(test_wait_for_no_timeout);
     RUN(test_wait_for_result_in_time);
     RUN(test_wait_for_timeout);

@@ -106,7 +106,9 @@ impl Behaviour for Gather {
         for c in &self.children {
             c.cancel(msg.clone());
         }
-        fut.cancel_plain(msg)
+        // A child task awaiting this gather may have cancelled it already (through its
+        // awaited future): that still counts as this call's doing.
+        fut.cancel_plain(msg) || fut.is_cancelled()
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -13,6 +13,7 @@
 
 use std::any::Any;
 use std::ffi::{CStr, CString, c_char, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
@@ -71,6 +72,9 @@ struct TaskInner {
 pub struct Task {
     step: StepFn,
     inner: Mutex<TaskInner>,
+    /// Set while a cancel is being passed on to the awaited future: a cycle of awaits (a task
+    /// awaiting a gather of itself, say) then ends here instead of recursing forever.
+    propagating: AtomicBool,
 }
 
 impl Task {
@@ -112,12 +116,16 @@ impl Behaviour for Task {
         }
         g.num_cancels += 1;
         if let Some(waiter) = g.awaited.clone() {
-            drop(g);
-            // Propagate to the awaited future now; the step then sees it cancelled.
-            if waiter.cancel(msg.clone()) {
-                return true;
+            if !self.propagating.swap(true, Ordering::AcqRel) {
+                drop(g);
+                // Propagate to the awaited future now; the step then sees it cancelled.
+                let cancelled = waiter.cancel(msg.clone());
+                self.propagating.store(false, Ordering::Release);
+                if cancelled {
+                    return true;
+                }
+                g = self.inner.lock();
             }
-            g = self.inner.lock();
         }
         g.must_cancel = true;
         g.cancel_message = msg.map(|m| {
@@ -137,6 +145,7 @@ impl Behaviour for Task {
 pub fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future, (afut_status_t, Owned)> {
     let task = Task {
         step,
+        propagating: AtomicBool::new(false),
         inner: Mutex::new(TaskInner {
             userdata: Some(userdata),
             awaited: None,
@@ -182,15 +191,16 @@ fn finish_cancelled(task: &Future, msg: Option<CString>) {
 /// asyncio `__step` (T2) followed by what the step left behind.
 fn run_step(task: &Future, awaited: Option<Future>) {
     let Some(t) = Task::of(task) else { return };
-    let userdata = {
+    let (userdata, previous) = {
         let mut g = t.inner.lock();
         if task.is_done() {
             return;
         }
-        g.awaited = None;
         g.stepping = Some(this_thread());
-        g.userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr())
+        (g.userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr()), g.awaited.take())
     };
+    // Dropped with no lock held: it may be the last reference (C destructors may run).
+    drop(previous);
     call_step(t.step, task, awaited.as_ref(), RawPtr(userdata));
 
     let mut g = t.inner.lock();
@@ -251,7 +261,8 @@ pub fn await_future(task: &Future, fut: &Future) -> afut_status_t {
     let wakeup = DoneCallback::rust(next_token(), move |f: &Future| run_step(&me, Some(f.clone())));
     if let Err((status, cb)) = fut.add_done_callback(wakeup) {
         drop(cb);
-        t.inner.lock().awaited = None;
+        let mine = t.inner.lock().awaited.take();
+        drop(mine);
         return status;
     }
     if must_cancel && fut.cancel(msg) {
