@@ -140,6 +140,7 @@ if [ $built -eq 1 ]; then
         pc=$(find "$PREFIX" -name afut.pc | head -n 1)
         problems=""
         [ -f "$PREFIX/include/afut.h" ] || problems+=" no include/afut.h;"
+        [ -f "$PREFIX/include/afut.hpp" ] || problems+=" no include/afut.hpp;"
         [ -f "$libdir/$REALNAME" ] || problems+=" no $REALNAME;"
         [ "$(readlink "$libdir/$SONAME" 2>/dev/null)" = "$REALNAME" ] || problems+=" $SONAME is not a link to $REALNAME;"
         [ "$(readlink "$libdir/libafut.so" 2>/dev/null)" = "$SONAME" ] || problems+=" libafut.so is not a link to $SONAME;"

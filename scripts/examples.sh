@@ -22,7 +22,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ALL=(hello epoll_host libuv_host glib_host thread_pool asyncio_bridge)
+ALL=(hello hello_task hello_coro epoll_host libuv_host glib_host thread_pool asyncio_bridge)
 OUT="$ROOT/target/examples"
 LIBDIR="${AFUT_LIB_DIR:-$ROOT/target/release}"
 INCDIR="${AFUT_INCLUDE_DIR:-$ROOT/include}"
@@ -101,6 +101,12 @@ compile() {
         read -r -a extra_c <<<"$(pkg-config --cflags "$pkgs")"
         read -r -a extra_l <<<"$(pkg-config --libs "$pkgs")"
     fi
+    if [ -f "$ROOT/examples/$name.cpp" ]; then
+        # C++ examples use include/afut.hpp (C++20 coroutines).
+        g++ -std=c++20 -Wall -Wextra -Werror -O2 -g -pthread -I"$INCDIR" "$ROOT/examples/$name.cpp" \
+            -o "$OUT/$name" "${LDFLAGS[@]}"
+        return
+    fi
     gcc "${CFLAGS[@]}" "${extra_c[@]}" "$ROOT/examples/$name.c" -o "$OUT/$name" \
         "${LDFLAGS[@]}" "${extra_l[@]}"
 }
@@ -123,6 +129,9 @@ check_hello() {
     # about a second between the two lines: the whole run takes at least 0.9 s
     [ "$2" -ge 900 ] || echo "finished after ${2} ms: the timer should take about 1 s"
 }
+# The same program written as a C task (afut_task_new) and as a C++20 coroutine.
+check_hello_task() { check_hello "$@"; }
+check_hello_coro() { check_hello "$@"; }
 
 check_epoll_host() {
     expect "$1" '\[[0-9.]+s\] worker 0: sum of squares 1\.\.1000 = 333833500'
