@@ -858,30 +858,57 @@ TEST(test_cancel_task_from_other_thread) {
     afut_loop_free(loop);
 }
 
-/* A pending task at loop close: cancelling it afterwards ends it and frees everything. */
+/* A task still pending when its loop closes can never run again. The close ends it
+ * CANCELLED (message "the loop was closed") and reports "Task was destroyed but it is
+ * pending!" (asyncio's report for a pending task that goes away, F15, gh-91887); that also
+ * releases the future it awaited, so no task <-> awaited-future cycle outlives the loop. */
 TEST(test_task_pending_at_loop_close) {
     afut_loop_t *loop = new_loop();
     script_t s = {.fn = s_await_fut};
     s.fut = afut_loop_create_future(loop);
     afut_t *t = afut_task_new(loop, step, &s, script_free);
     run1(loop);
+    CHECK(!afut_done(t));
+    g_reports = 0;
     CHECK_EQ_INT(afut_loop_close(loop), AFUT_OK);
-    CHECK(afut_cancel(t, NULL)); /* cancels the awaited future; its callback is dropped */
-    CHECK(afut_cancelled(s.fut));
+    CHECK(afut_cancelled(t));
+    CHECK_STR(afut_cancel_message(t), "the loop was closed");
+    CHECK_EQ_INT(g_reports, 1);
+    CHECK_STR(g_report_msg, "Task was destroyed but it is pending!");
+    CHECK_EQ_INT(s.frees, 1); /* its userdata went with it */
+    CHECK(!afut_cancel(t, NULL));
     afut_unref(t);
     afut_unref(s.fut);
-    CHECK_EQ_INT(s.frees, 1);
     afut_loop_free(loop);
 }
 
-/* API.md seed example, task flavour: a yielding task on a closed loop ends cancelled. */
+/* The leak this prevents: a task awaiting a future that nobody will ever complete, both
+ * dropped by the application, then the loop freed. Everything must be freed (the C suite
+ * runs under valgrind and LeakSanitizer too). */
+TEST(test_task_awaiting_forever_is_freed_with_its_loop) {
+    afut_loop_t *loop = new_loop();
+    script_t s = {.fn = s_await_fut};
+    s.fut = afut_loop_create_future(loop);
+    afut_t *t = afut_task_new(loop, step, &s, script_free);
+    run1(loop);
+    afut_unref(t);
+    afut_unref(s.fut);
+    CHECK_EQ_INT(s.frees, 0); /* still pending: the awaited future keeps the task */
+    afut_loop_free(loop);
+    CHECK_EQ_INT(s.frees, 1);
+}
+
+/* API.md seed example, task flavour: a task whose first step never ran when the loop
+ * closes ends cancelled at the close. */
 TEST(test_yielding_task_when_loop_closes) {
     afut_loop_t *loop = new_loop();
     script_t s = {.fn = s_nothing};
     afut_t *t = afut_task_new(loop, step, &s, script_free);
     CHECK_EQ_INT(afut_loop_close(loop), AFUT_OK); /* the queued first step is dropped */
-    CHECK(!afut_done(t));
-    afut_unref(t); /* nothing else holds it: freed, and its userdata with it */
+    CHECK(afut_cancelled(t));
+    CHECK_EQ_INT(s.steps, 0);
+    CHECK_EQ_INT(s.frees, 1);
+    afut_unref(t);
     CHECK_EQ_INT(s.frees, 1);
     afut_loop_free(loop);
 }
@@ -915,6 +942,7 @@ int main(void) {
     RUN(test_set_result_from_other_thread_during_step);
     RUN(test_cancel_task_from_other_thread);
     RUN(test_task_pending_at_loop_close);
+    RUN(test_task_awaiting_forever_is_freed_with_its_loop);
     RUN(test_yielding_task_when_loop_closes);
     TEST_END();
 }

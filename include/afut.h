@@ -333,9 +333,9 @@ struct afut_loop_t *afut_loop_new(void);
 void afut_loop_free(struct afut_loop_t *loop);
 
 // Closes the loop (asyncio `close()`): every queued callback and timer is dropped, each
-// `userdata_free` called once; afterwards nothing can be scheduled (`AFUT_ERR_LOOP_CLOSED`,
-// or 0 for the `call_*` functions) and the `run_*` functions return `AFUT_ERR_LOOP_CLOSED`.
-// Idempotent.
+// `userdata_free` called once, and every task still pending ends CANCELLED (see
+// `afut_task_new`); afterwards nothing can be scheduled (`AFUT_ERR_LOOP_CLOSED`, or 0 for the
+// `call_*` functions) and the `run_*` functions return `AFUT_ERR_LOOP_CLOSED`. Idempotent.
 //
 // Thread: the loop's thread.
 // Returns: `AFUT_OK`; `AFUT_ERR_LOOP_RUNNING` while the loop runs (from a callback or from
@@ -763,9 +763,12 @@ const char *afut_status_str(int32_t status);
 //     after the step that ended the task (or when the task ends without a step because its
 //     loop closed). A task that fails and whose exception nobody retrieves is reported as
 //     "Task exception was never retrieved".
-//   - If the loop is closed (or freed) while a task is pending, its step can no longer run;
-//     a task whose yield is refused that way ends CANCELLED. Cancel your tasks and run the
-//     loop until they are done before freeing it.
+//   - If the loop is closed (or freed) while a task is pending, its step can never run
+//     again: `afut_loop_close` ends it CANCELLED with the message "the loop was closed"
+//     (its done-callbacks are dropped, its userdata freed, the future it awaited released)
+//     and reports "Task was destroyed but it is pending!" to the exception handler, as
+//     asyncio reports a pending task that goes away. To end tasks on your own terms, cancel
+//     them and run the loop until they are done before closing it.
 //
 // Worked example: a task that sleeps twice, then finishes with a string.
 // ```c

@@ -64,6 +64,8 @@ pub struct LoopInner {
     run_generation: AtomicU64,
     handler: Mutex<Option<Arc<Handler>>>,
     wakeup_hook: Mutex<Option<Arc<Hook>>>,
+    /// Futures told when the loop closes (tasks), held weakly.
+    watched: Mutex<Vec<Weak<FutureInner>>>,
 }
 
 /// A reference to a loop.
@@ -106,6 +108,7 @@ impl Loop {
             run_generation: AtomicU64::new(0),
             handler: Mutex::new(None),
             wakeup_hook: Mutex::new(None),
+            watched: Mutex::new(Vec::new()),
         })))
     }
 
@@ -197,6 +200,16 @@ impl Loop {
         drop(s);
         self.notify();
         Ok(())
+    }
+
+    /// Registers a future whose behaviour must hear of the loop's close (a task: it can never
+    /// run again then). Held weakly; dead entries are pruned as the list grows.
+    pub fn watch_close(&self, fut: &Future) {
+        let mut w = self.0.watched.lock();
+        if w.len() == w.capacity() {
+            w.retain(|f| f.strong_count() > 0);
+        }
+        w.push(fut.downgrade());
     }
 
     /// `afut_loop_cancel`: true iff the callback had not started; it is dropped (its
@@ -509,6 +522,13 @@ impl Loop {
         drop(ready);
         drop(spare);
         drop(entries);
+        // Then the watched futures, with no lock held (they run reports and destructors).
+        let watched = std::mem::take(&mut *self.0.watched.lock());
+        for fut in watched.iter().filter_map(Weak::upgrade).map(Future) {
+            if let Some(b) = fut.behaviour() {
+                b.loop_closed(&fut);
+            }
+        }
         AFUT_OK
     }
 

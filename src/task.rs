@@ -38,6 +38,8 @@ pub trait Behaviour: Send + Sync + 'static {
     fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
         fut.cancel_plain(msg)
     }
+    /// The future's loop was closed (futures registered with `Loop::watch_close` only).
+    fn loop_closed(&self, _fut: &Future) {}
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -135,6 +137,19 @@ impl Behaviour for Task {
         true
     }
 
+    /// A pending task can never run again once its loop is closed: end it now, as asyncio
+    /// reports a pending task that goes away. Releasing the awaited future also breaks the
+    /// task <-> awaited-future cycle that would otherwise outlive the loop.
+    fn loop_closed(&self, fut: &Future) {
+        if fut.is_done() {
+            return;
+        }
+        if let Some(l) = fut.event_loop() {
+            l.report(c"Task was destroyed but it is pending!", Some(fut.inner()), None);
+        }
+        finish_cancelled(fut, Some(c"the loop was closed".to_owned()));
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -157,6 +172,7 @@ pub fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future
         }),
     };
     let fut = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(task)));
+    event_loop.watch_close(&fut);
     let t = fut.clone();
     if let Err((status, cb)) = event_loop.schedule(Callback::rust(move || run_step(&t, None)), None) {
         drop(cb);

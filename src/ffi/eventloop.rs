@@ -55,9 +55,9 @@ pub unsafe extern "C" fn afut_loop_free(r#loop: *mut afut_loop_t) {
 }
 
 /// Closes the loop (asyncio `close()`): every queued callback and timer is dropped, each
-/// `userdata_free` called once; afterwards nothing can be scheduled (`AFUT_ERR_LOOP_CLOSED`,
-/// or 0 for the `call_*` functions) and the `run_*` functions return `AFUT_ERR_LOOP_CLOSED`.
-/// Idempotent.
+/// `userdata_free` called once, and every task still pending ends CANCELLED (see
+/// `afut_task_new`); afterwards nothing can be scheduled (`AFUT_ERR_LOOP_CLOSED`, or 0 for the
+/// `call_*` functions) and the `run_*` functions return `AFUT_ERR_LOOP_CLOSED`. Idempotent.
 ///
 /// Thread: the loop's thread.
 /// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_RUNNING` while the loop runs (from a callback or from

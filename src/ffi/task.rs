@@ -47,9 +47,12 @@ use crate::task;
 ///     after the step that ended the task (or when the task ends without a step because its
 ///     loop closed). A task that fails and whose exception nobody retrieves is reported as
 ///     "Task exception was never retrieved".
-///   - If the loop is closed (or freed) while a task is pending, its step can no longer run;
-///     a task whose yield is refused that way ends CANCELLED. Cancel your tasks and run the
-///     loop until they are done before freeing it.
+///   - If the loop is closed (or freed) while a task is pending, its step can never run
+///     again: `afut_loop_close` ends it CANCELLED with the message "the loop was closed"
+///     (its done-callbacks are dropped, its userdata freed, the future it awaited released)
+///     and reports "Task was destroyed but it is pending!" to the exception handler, as
+///     asyncio reports a pending task that goes away. To end tasks on your own terms, cancel
+///     them and run the loop until they are done before closing it.
 ///
 /// Worked example: a task that sleeps twice, then finishes with a string.
 /// ```c
