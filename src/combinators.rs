@@ -22,7 +22,7 @@ use crate::ffi::types::afut_t;
 use crate::future::{Exception, ExceptionView, Future, FutureInner};
 use crate::handles::Handle;
 use crate::status::*;
-use crate::task::{Behaviour, copy_borrowed_message};
+use crate::task::Behaviour;
 
 /// The message of the exception a timed-out `wait_for` / `as_completed` slot ends with.
 const TIMED_OUT: &std::ffi::CStr = c"timed out";
@@ -45,21 +45,13 @@ fn upgrade(w: &Weak<FutureInner>) -> Option<Future> {
 /// Reads a done future's exception as a copy that borrows its detail (the caller keeps the
 /// source alive), marking it retrieved. None for a result or a cancellation.
 fn borrow_exception(f: &Future) -> Option<Exception> {
-    match f.exception() {
-        Ok(ExceptionView::Exception(e)) => Some(Exception {
-            code: e.code,
-            message: (!e.message.is_null()).then(|| copy_borrowed_message(e.message)),
-            detail: Owned::borrowed(e.detail),
-        }),
-        _ => None,
-    }
+    f.copy_exception()
 }
 
 fn cancelled_as_exception(f: &Future) -> Exception {
-    let m = f.cancel_message();
     Exception {
         code: AFUT_ERR_CANCELLED,
-        message: (!m.is_null()).then(|| copy_borrowed_message(m)),
+        message: f.cancel_message_owned(),
         detail: Owned::borrowed(std::ptr::null_mut()),
     }
 }

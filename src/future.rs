@@ -310,6 +310,31 @@ impl Future {
         }
     }
 
+    /// A done future's exception as a copy (message copied, detail borrowed: the caller keeps
+    /// this future alive while it uses it), marking it retrieved. None for a result, a
+    /// cancellation or a pending future.
+    pub fn copy_exception(&self) -> Option<Exception> {
+        let mut st = self.0.state.lock();
+        match &st.outcome {
+            Outcome::Exception(e) => {
+                let copy = Exception {
+                    code: e.code,
+                    message: e.message.clone(),
+                    detail: Owned::borrowed(e.detail.ptr()),
+                };
+                st.unretrieved = false;
+                Some(copy)
+            }
+            Outcome::Mirrored(source) => {
+                let source = source.clone();
+                st.unretrieved = false;
+                drop(st);
+                source.copy_exception()
+            }
+            _ => None,
+        }
+    }
+
     /// An owned copy of the cancel message (None if not cancelled or cancelled without one).
     pub fn cancel_message_owned(&self) -> Option<CString> {
         match &self.0.state.lock().outcome {

@@ -12,7 +12,7 @@
 //! handle. The task releases its userdata (and what it awaits) as soon as it is done.
 
 use std::any::Any;
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CString, c_char, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
@@ -236,8 +236,7 @@ fn run_step(task: &Future, awaited: Option<Future>) {
         g.must_cancel = false;
         Some(t.pending_message(&g))
     } else if awaited.as_ref().is_some_and(|a| a.is_cancelled()) {
-        let m = awaited.as_ref().map_or(std::ptr::null(), |a| a.cancel_message());
-        Some((!m.is_null()).then(|| copy_borrowed_message(m)))
+        Some(awaited.as_ref().and_then(|a| a.cancel_message_owned()))
     } else {
         None
     };
@@ -248,12 +247,6 @@ fn run_step(task: &Future, awaited: Option<Future>) {
     }
 }
 
-/// Copies a cancel message borrowed from a live future.
-pub(crate) fn copy_borrowed_message(m: *const c_char) -> CString {
-    // SAFETY: `m` is the non-NULL cancel message of a future this function's caller holds
-    // a reference to: a NUL-terminated string that lives as long as that future.
-    unsafe { CStr::from_ptr(m) }.to_owned()
-}
 
 /// `afut_task_await`: called from inside the task's step.
 pub fn await_future(task: &Future, fut: &Future) -> afut_status_t {
