@@ -10,13 +10,14 @@
 #   pkg-config      to find the two above
 #   cmake           building a C consumer with CMake
 #   valgrind        leak checks of the C tests and examples
+#   clang, libclang-rt-14-dev   the libFuzzer run of fuzz/run.sh (scripts/reliability.sh)
 #
 # Works as root on a fresh Debian 12 (no sudo needed) and, for a non-root user,
 # through sudo when it is available. When everything is present it makes no
 # network access and returns at once.
 set -euo pipefail
 
-PACKAGES=(libuv1-dev libglib2.0-dev pkg-config cmake valgrind)
+PACKAGES=(libuv1-dev libglib2.0-dev pkg-config cmake valgrind clang libclang-rt-14-dev)
 
 check_only=0
 case "${1:-}" in
