@@ -37,7 +37,9 @@ if [ $quick = 0 ]; then
 fi
 stage cargo-test cargo test --all-targets
 if [ $quick = 0 ]; then
-    stage reliability bash scripts/reliability.sh
+    # AFUT_TSAN_RUST=1: the ThreadSanitizer runs also use a TSan-instrumented build of the
+    # library itself (a test-only build; see scripts/reliability.sh).
+    stage reliability env AFUT_TSAN_RUST=1 bash scripts/reliability.sh
     stage examples bash scripts/examples.sh
     stage consumers bash scripts/consumers.sh
 fi

@@ -99,8 +99,11 @@ fn compile(src: &Path, flavour: Flavour, out_dir: &Path) -> PathBuf {
     let compiler = build.get_compiler();
     let stem = src.file_stem().unwrap().to_string_lossy().to_string();
     let exe = out_dir.join(format!("{stem}-{flavour:?}").to_lowercase());
+    // Compile to a private name, then rename into place: a concurrent run of the suite in the
+    // same target directory never executes a half-written binary nor hits "text file busy".
+    let tmp = out_dir.join(format!(".{}.{}.tmp", exe.file_name().unwrap().to_string_lossy(), std::process::id()));
     let mut cmd = compiler.to_command();
-    cmd.arg(src).arg("-o").arg(&exe);
+    cmd.arg(src).arg("-o").arg(&tmp);
     if let Some(s) = &sanitize {
         cmd.arg(format!("-fsanitize={s}"));
     }
@@ -126,6 +129,7 @@ fn compile(src: &Path, flavour: Flavour, out_dir: &Path) -> PathBuf {
         src.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    std::fs::rename(&tmp, &exe).expect("move the test binary into place");
     exe
 }
 
@@ -140,7 +144,10 @@ fn closing_counts(stdout: &str) -> Option<(u32, u32)> {
 }
 
 fn run_suite(flavour: Flavour) {
-    let dir = lib_dir().join(format!("c-tests-{flavour:?}").to_lowercase());
+    // Sanitizer builds get their own directory, so they never replace the plain binaries.
+    let sanitize = std::env::var("AFUT_C_SANITIZE").unwrap_or_default().replace(',', "-");
+    let suffix = if sanitize.is_empty() { String::new() } else { format!("-{sanitize}") };
+    let dir = lib_dir().join(format!("c-tests-{flavour:?}{suffix}").to_lowercase());
     std::fs::create_dir_all(&dir).unwrap();
     let valgrind = std::env::var("AFUT_C_VALGRIND").is_ok_and(|v| v == "1");
     let (mut passed, mut failed) = (0, 0);
