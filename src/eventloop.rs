@@ -80,6 +80,17 @@ pub fn next_token() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
+/// How long to wait for the next timer, capped by `max_wait_ms` (-1: no cap); the ready queue
+/// is known to be empty.
+fn timers_budget(s: &mut Sched, max_wait_ms: i32) -> i32 {
+    let Sched { timers, handles, .. } = s;
+    match timers.next_deadline(handles).and_then(clock::ms_until) {
+        None => max_wait_ms,
+        Some(t) if max_wait_ms < 0 => t,
+        Some(t) => t.min(max_wait_ms),
+    }
+}
+
 /// Marks the loop as owned by this thread for a run (or a close); released on drop, also
 /// when a panic unwinds through the run.
 struct RunGuard<'a>(&'a LoopInner);
@@ -343,8 +354,10 @@ impl Loop {
     }
 
     fn run_until_stopped(&self) {
+        // This run's own batch buffer (see `iteration`).
+        let mut buffer = VecDeque::new();
         loop {
-            self.iteration(-1);
+            self.iteration(-1, Some(&mut buffer));
             if self.0.stopping.swap(false, Ordering::AcqRel) {
                 break;
             }
@@ -391,11 +404,15 @@ impl Loop {
     /// `afut_loop_run_once`: one iteration, waiting up to `timeout_ms` for work.
     pub fn run_once(&self, timeout_ms: i32) -> Result<usize, afut_status_t> {
         let _guard = self.enter()?;
-        Ok(self.iteration(if timeout_ms < 0 { -1 } else { timeout_ms }))
+        Ok(self.iteration(if timeout_ms < 0 { -1 } else { timeout_ms }, None))
     }
 
     /// One iteration; returns how many callbacks and timers ran.
-    fn iteration(&self, max_wait_ms: i32) -> usize {
+    ///
+    /// `buffer`: an empty queue buffer owned by the caller across iterations (`run_forever`),
+    /// swapped with the ready queue to take the batch, so that a busy iteration locks `sched`
+    /// once. `None` (`run_once`) uses the loop's spare buffer, given back at the end.
+    fn iteration(&self, max_wait_ms: i32, buffer: Option<&mut VecDeque<Item>>) -> usize {
         let inner = &*self.0;
         let host = inner.host_mode.load(Ordering::Acquire);
         if host {
@@ -403,22 +420,35 @@ impl Loop {
             // end if work is left, which gives edge-triggered hosts a fresh edge).
             inner.wake.clear();
         }
-        if max_wait_ms != 0 && !inner.stopping.load(Ordering::Acquire) {
-            let mut timeout = self.wait_budget(max_wait_ms);
-            if timeout != 0 && !host && inner.wake.is_signalled() {
-                // About to sleep on a stale signal: consume it, then look again. A standalone
-                // loop consumes the signal only here, so producers write the eventfd only once
-                // per sleep, never once per batch. Anything queued after the clear raises it
-                // again, so it is either seen by this second look or wakes the wait below.
-                inner.wake.clear();
-                timeout = self.wait_budget(max_wait_ms);
-            }
-            if timeout != 0 && !inner.wake.is_signalled() {
-                inner.wake.wait(timeout);
+        let mut s = inner.sched.lock();
+        if max_wait_ms != 0 && s.ready.is_empty() && !inner.stopping.load(Ordering::Acquire) {
+            let mut timeout = timers_budget(&mut s, max_wait_ms);
+            if timeout != 0 {
+                drop(s);
+                if !host && inner.wake.is_signalled() {
+                    // About to sleep on a raised signal: lower it (no system call), then look
+                    // again. A standalone loop lowers the signal only here, so producers write
+                    // the eventfd once per sleep, never once per batch. Anything queued after
+                    // the lowering raises it again (and writes the eventfd), so it is either
+                    // seen by this second look or wakes the wait below.
+                    inner.wake.lower();
+                    timeout = self.wait_budget(max_wait_ms);
+                }
+                if timeout != 0 && !inner.wake.is_signalled() {
+                    inner.wake.wait(timeout);
+                    // Woken: consume what woke us (a host-mode loop does so at every
+                    // iteration's start instead).
+                    if host {
+                        inner.wake.clear();
+                    } else {
+                        inner.wake.drain();
+                    }
+                }
+                s = inner.sched.lock();
             }
         }
-        let mut batch = {
-            let mut s = inner.sched.lock();
+        let mut own_buffer = VecDeque::new();
+        let batch = {
             let Sched { timers, handles, ready, spare, .. } = &mut *s;
             // The clock is read only when a timer is involved.
             let armed = inner.wake.armed_deadline();
@@ -430,10 +460,18 @@ impl Loop {
                 }
                 timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
             }
-            // The batch is the ready queue; the (empty) spare buffer becomes the new one.
-            std::mem::swap(ready, spare);
-            std::mem::take(spare)
+            // The batch is the ready queue; an empty buffer becomes the new one.
+            let batch = match buffer {
+                Some(b) => b,
+                None => {
+                    std::mem::swap(&mut own_buffer, spare);
+                    &mut own_buffer
+                }
+            };
+            std::mem::swap(ready, batch);
+            batch
         };
+        drop(s);
         let debug = inner.debug.load(Ordering::Acquire);
         let mut ran = 0;
         while let Some(item) = batch.pop_front() {
@@ -462,11 +500,12 @@ impl Loop {
                 }
             }
         }
-        let remaining = {
+        let remaining = if host || own_buffer.capacity() > 0 {
             let mut s = inner.sched.lock();
-            // Give the drained buffer back for the next iteration; what comes back here is
-            // the unallocated placeholder left by `take` above (nothing to free).
-            std::mem::swap(&mut s.spare, &mut batch);
+            // Give the drained buffer back for the next run_once.
+            if own_buffer.capacity() > 0 {
+                std::mem::swap(&mut s.spare, &mut own_buffer);
+            }
             if host {
                 // Keep the fd exact for hosts: the timerfd armed for the next deadline
                 // (under the lock, like every arm), and readable while work is left.
@@ -476,6 +515,8 @@ impl Loop {
             } else {
                 false
             }
+        } else {
+            false
         };
         if remaining {
             // A fresh edge for edge-triggered hosts.
@@ -491,12 +532,7 @@ impl Loop {
         if !s.ready.is_empty() {
             return 0;
         }
-        let Sched { timers, handles, .. } = &mut *s;
-        match timers.next_deadline(handles).and_then(clock::ms_until) {
-            None => max_wait_ms,
-            Some(t) if max_wait_ms < 0 => t,
-            Some(t) => t.min(max_wait_ms),
-        }
+        timers_budget(&mut s, max_wait_ms)
     }
 
     /// `afut_loop_close`: refuses while running; drops everything queued (each userdata freed

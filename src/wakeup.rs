@@ -102,6 +102,19 @@ impl Wakeup {
         self.signalled.store(false, Ordering::Release);
     }
 
+    /// Lowers the flag without touching the eventfd (a standalone loop about to sleep: from
+    /// now on producers write again; the loop drains the eventfd only once a wait returned).
+    pub fn lower(&self) {
+        self.signalled.store(false, Ordering::Release);
+    }
+
+    /// Reads the eventfd (after a wait returned), leaving the flag as it is.
+    pub fn drain(&self) {
+        let mut buf: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
+        unsafe { libc::read(self.event.as_raw_fd(), (&raw mut buf).cast(), 8) };
+    }
+
     /// Blocks until the fd is readable or `timeout_ms` passes (-1: forever).
     pub fn wait(&self, timeout_ms: i32) {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };

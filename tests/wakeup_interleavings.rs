@@ -14,11 +14,13 @@
 //!
 //! standalone loop (`Loop::iteration` with `max_wait_ms = -1`):
 //!   Enter       claim `running` (`Loop::enter`)
-//!   Budget      `wait_budget`: under `sched`, is the queue empty?
-//!   Drain/Clear/Budget2   only if about to sleep on a raised flag: drain the eventfd, clear
-//!               the flag, look at the queue again
+//!   Budget      under `sched`: is the queue empty?
+//!   Clear/Budget2   only if about to sleep on a raised flag: clear the flag (no system
+//!               call), look at the queue again
 //!   CheckFlag   skip the wait if the flag is raised
-//!   Wait        block until the eventfd is readable
+//!   Wait        block until the eventfd is readable (it may still be readable from an
+//!               earlier write: then the wait returns at once)
+//!   Drain       after the wait: read the eventfd
 //!   Take        take the whole queue under `sched`
 //!
 //! host loop (host mode; an edge-triggered host that watches ONLY the fd, no timeout, and
@@ -132,11 +134,11 @@ fn loop_step(s: &State) -> Option<State> {
         }
         L::Budget => {
             n.work_seen = n.queue > 0;
-            n.lp = if n.work_seen { L::Take } else if n.flag { L::Drain } else { L::CheckFlag };
+            n.lp = if n.work_seen { L::Take } else if n.flag { L::Clear } else { L::CheckFlag };
         }
         L::Drain => {
             n.eventfd = 0;
-            n.lp = L::Clear;
+            n.lp = L::Take;
         }
         L::Clear => {
             n.flag = false;
@@ -153,7 +155,7 @@ fn loop_step(s: &State) -> Option<State> {
             if n.eventfd == 0 {
                 return None; // blocked in epoll_wait
             }
-            n.lp = L::Take;
+            n.lp = L::Drain;
         }
         L::Take => {
             n.taken += n.queue;
