@@ -16,6 +16,8 @@
 
 #include <afut.h>
 
+#include "thread_helpers.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -31,53 +33,15 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static const char *volatile current_test = "(start)";
 
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "\nFATAL: deadline for the whole program exceeded, in test ";
-    ssize_t r = write(2, msg, sizeof msg - 1);
-    r = write(2, (const char *)current_test, strlen((const char *)current_test));
-    r = write(2, "\n", 1);
-    (void)r;
-    _exit(3);
-}
 
-#define RUNT(name)             \
-    do {                       \
-        current_test = #name;  \
-        RUN(name);             \
-    } while (0)
 
-static int under_valgrind(void) {
-    const char *v = getenv("AFUT_UNDER_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
 
-static long scaled(long n) {
-    long d = under_valgrind() ? 20 : 1;
-    return n / d > 0 ? n / d : 1;
-}
 
-static double max_latency(void) { return under_valgrind() ? 3.0 : 1.0; }
 
 /* A wall-clock budget for host loops; generous under valgrind. */
-static double budget(double s) { return s * (under_valgrind() ? 8 : 1); }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
-static void sleep_s(double s) {
-    if (s <= 0) return;
-    struct timespec ts;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
 /* ceil() without libm (the C suite does not link -lm). */
 static long long ceil_ll(double x) {
@@ -97,12 +61,6 @@ static int readable(int fd, int timeout_ms) {
 }
 
 /* Remaining ms until `deadline`, at least 1, at most INT_MAX-ish. */
-static int ms_until(double deadline) {
-    double left = (deadline - now_s()) * 1000.0;
-    if (left < 1) return 1;
-    if (left > 1e9) return 1000000000;
-    return (int)left + 1;
-}
 
 /* ------------------------------------------------ counted, published tokens */
 

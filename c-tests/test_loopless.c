@@ -15,6 +15,8 @@
 
 #include <afut.h>
 
+#include "thread_helpers.h"
+
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -26,106 +28,17 @@
 
 /* ------------------------------------------------------------------ helpers */
 
-static const char *volatile current_test = "(start)";
 
-static void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "\nFATAL: deadline for the whole program exceeded, in test ";
-    ssize_t r = write(2, msg, sizeof msg - 1);
-    r = write(2, (const char *)current_test, strlen((const char *)current_test));
-    r = write(2, "\n", 1);
-    (void)r;
-    _exit(3);
-}
 
-#define RUNT(name)             \
-    do {                       \
-        current_test = #name;  \
-        RUN(name);             \
-    } while (0)
 
-static int under_valgrind(void) {
-    const char *v = getenv("AFUT_UNDER_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
 
-static long scaled(long n) {
-    long d = under_valgrind() ? 20 : 1;
-    return n / d > 0 ? n / d : 1;
-}
 
-static double max_latency(void) { return under_valgrind() ? 3.0 : 1.0; }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
-static void sleep_s(double s) {
-    if (s <= 0) return;
-    struct timespec ts;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
 
-typedef struct watchdog {
-    afut_loop_t *loop;
-    double secs;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int finished;
-    atomic_int fired;
-    pthread_t th;
-} watchdog_t;
 
-static void *watchdog_main(void *p) {
-    watchdog_t *w = p;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    double end = (double)dl.tv_sec + (double)dl.tv_nsec / 1e9 + w->secs;
-    dl.tv_sec = (time_t)end;
-    dl.tv_nsec = (long)((end - (double)dl.tv_sec) * 1e9);
-    pthread_mutex_lock(&w->mu);
-    int rc = 0;
-    while (!w->finished && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&w->cv, &w->mu, &dl);
-    int fire = !w->finished;
-    pthread_mutex_unlock(&w->mu);
-    if (fire) {
-        atomic_store(&w->fired, 1);
-        fprintf(stderr, "  watchdog: %s still blocked after %.1f s, calling afut_loop_stop\n",
-                (const char *)current_test, w->secs);
-        afut_loop_stop(w->loop);
-    }
-    return NULL;
-}
 
-static void watchdog_start(watchdog_t *w, afut_loop_t *loop, double secs) {
-    memset(w, 0, sizeof *w);
-    w->loop = loop;
-    w->secs = secs * (under_valgrind() ? 6 : 1);
-    atomic_init(&w->fired, 0);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&w->cv, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_mutex_init(&w->mu, NULL);
-    pthread_create(&w->th, NULL, watchdog_main, w);
-}
 
-static int watchdog_finish(watchdog_t *w) {
-    pthread_mutex_lock(&w->mu);
-    w->finished = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->th, NULL);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-    return atomic_load(&w->fired);
-}
 
 /* Counting free functions. */
 static atomic_int value_frees;
