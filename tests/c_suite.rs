@@ -11,49 +11,12 @@
 //!   and errors fail the run).
 //! - `AFUT_C_FILTER=substr`: only the files whose name contains `substr`.
 
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `target/<profile>/deps`, where cargo put libafut.so and libafut.a for this run.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().expect("deps dir").to_path_buf()
-}
-
-/// The shared library's SONAME (see build.rs): the runtime loader looks for this name, so
-/// the suite links through a directory that has it as a symlink to cargo's `libafut.so`.
-fn soname() -> String {
-    let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
-    let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
-    if major == 0 { format!("libafut.so.0.{minor}") } else { format!("libafut.so.{major}") }
-}
-
-/// A directory holding `libafut.so` and its SONAME link, both pointing at cargo's build.
-fn shared_lib_dir() -> PathBuf {
-    let dir = lib_dir().join("c-tests-lib");
-    std::fs::create_dir_all(&dir).unwrap();
-    let target = lib_dir().join("libafut.so");
-    for name in ["libafut.so".to_string(), soname()] {
-        let link = dir.join(name);
-        if std::fs::read_link(&link).is_ok_and(|t| t == target) {
-            continue;
-        }
-        // Atomic replacement: concurrent runs never see the link missing.
-        let tmp = dir.join(format!(".{}.{}", link.file_name().unwrap().to_string_lossy(), std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(&target, &tmp).unwrap();
-        std::fs::rename(&tmp, &link).unwrap();
-    }
-    dir
-}
-
-/// System libraries a Rust static library needs (`--print native-static-libs`).
-pub const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Flavour {
@@ -110,7 +73,7 @@ fn compile(src: &Path, flavour: Flavour, out_dir: &Path) -> PathBuf {
     let lib = lib_dir();
     match flavour {
         Flavour::Shared => {
-            let lib = shared_lib_dir();
+            let lib = shared_lib_dir("c-tests-lib");
             cmd.arg(format!("-L{}", lib.display()))
                 .arg("-lafut")
                 .arg(format!("-Wl,-rpath,{}", lib.display()));
@@ -131,16 +94,6 @@ fn compile(src: &Path, flavour: Flavour, out_dir: &Path) -> PathBuf {
     );
     std::fs::rename(&tmp, &exe).expect("move the test binary into place");
     exe
-}
-
-/// Parses the closing "N passed, N failed" line.
-fn closing_counts(stdout: &str) -> Option<(u32, u32)> {
-    let line = stdout.lines().rev().find(|l| l.contains(" passed, "))?;
-    let mut words = line.split_whitespace();
-    let passed = words.next()?.parse().ok()?;
-    words.next()?;
-    let failed = words.next()?.parse().ok()?;
-    Some((passed, failed))
 }
 
 fn run_suite(flavour: Flavour) {

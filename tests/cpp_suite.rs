@@ -11,41 +11,12 @@
 //! `-fsanitize=...`, `AFUT_C_VALGRIND=1` runs under valgrind (definite leaks and errors fail),
 //! `AFUT_C_FILTER=substr` picks files by name.
 
+mod common;
+
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `target/<profile>/deps`, where cargo put libafut.so and libafut.a for this run.
-fn lib_dir() -> PathBuf {
-    std::env::current_exe().expect("test executable path").parent().expect("deps dir").to_path_buf()
-}
-
-/// The shared library's SONAME (see build.rs).
-fn soname() -> String {
-    let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
-    let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
-    if major == 0 { format!("libafut.so.0.{minor}") } else { format!("libafut.so.{major}") }
-}
-
-/// A directory of our own (the C suite may run at the same time) with `libafut.so` and its
-/// SONAME link, both pointing at cargo's build.
-fn shared_lib_dir() -> PathBuf {
-    let dir = lib_dir().join("cpp-tests-lib");
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["libafut.so".to_string(), soname()] {
-        let link = dir.join(name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(lib_dir().join("libafut.so"), &link).unwrap();
-    }
-    dir
-}
-
-/// System libraries a Rust static library needs (`--print native-static-libs`).
-const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
 
 fn sanitize() -> Option<String> {
     std::env::var("AFUT_C_SANITIZE").ok().filter(|s| !s.is_empty())
@@ -82,7 +53,7 @@ fn compile(src: &Path, out_dir: &Path, cxx: bool, static_link: bool) -> PathBuf 
     if static_link {
         cmd.arg(lib_dir().join("libafut.a")).args(STATIC_LIBS);
     } else {
-        let lib = shared_lib_dir();
+        let lib = shared_lib_dir("cpp-tests-lib");
         cmd.arg(format!("-L{}", lib.display()))
             .arg("-lafut")
             .arg(format!("-Wl,-rpath,{}", lib.display()));
@@ -108,16 +79,6 @@ fn run(exe: &Path) -> std::process::Output {
     };
     cmd.env("AFUT_UNDER_VALGRIND", if valgrind() { "1" } else { "0" });
     cmd.output().expect("run a test program")
-}
-
-/// Parses the closing "N passed, N failed" line.
-fn closing_counts(stdout: &str) -> Option<(u32, u32)> {
-    let line = stdout.lines().rev().find(|l| l.contains(" passed, "))?;
-    let mut words = line.split_whitespace();
-    let passed = words.next()?.parse().ok()?;
-    words.next()?;
-    let failed = words.next()?.parse().ok()?;
-    Some((passed, failed))
 }
 
 fn out_dir(name: &str) -> PathBuf {

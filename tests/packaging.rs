@@ -9,7 +9,7 @@
 //! - the header compiles alone as C99 and C11 (`-Wstrict-prototypes`), C++11 and C++17,
 //!   with `-Wall -Wextra -Wpedantic -Werror`;
 //! - the system libraries a static link needs, as rustc prints them
-//!   (`--print native-static-libs`), are the ones tests/c_suite.rs, CMakeLists.txt,
+//!   (`--print native-static-libs`), are the ones tests/common/mod.rs, CMakeLists.txt,
 //!   the generated afut.pc (`Libs.private`), the CMake package and README.md declare;
 //! - one version everywhere: Cargo.toml, the header's AFUT_VERSION_* macros, the CMake
 //!   project (and its package version file) and afut.pc.
@@ -266,13 +266,13 @@ fn header_define(header: &str, name: &str) -> Option<String> {
 // The static link flags, wherever they are written down
 // ---------------------------------------------------------------------------
 
-/// `STATIC_LIBS` in tests/c_suite.rs, the list the C suite links libafut.a with.
+/// `STATIC_LIBS` in tests/common/mod.rs, the list the C and C++ suites link libafut.a with.
 fn c_suite_static_libs() -> Vec<String> {
-    let text = read(&manifest_dir().join("tests/c_suite.rs"));
+    let text = read(&manifest_dir().join("tests/common/mod.rs"));
     let marker = "STATIC_LIBS: &[&str] = &[";
     let start = text
         .find(marker)
-        .expect("tests/c_suite.rs defines STATIC_LIBS")
+        .expect("tests/common/mod.rs defines STATIC_LIBS")
         + marker.len();
     let rest = &text[start..];
     let list = &rest[..rest.find(']').expect("STATIC_LIBS ends with ]")];
@@ -523,7 +523,7 @@ fn static_libs_match_rustc() {
     assert_eq!(
         rustc,
         c_suite_static_libs(),
-        "rustc's native-static-libs vs STATIC_LIBS in tests/c_suite.rs \
+        "rustc's native-static-libs vs STATIC_LIBS in tests/common/mod.rs \
          (update it, CMakeLists.txt and README.md together)"
     );
 }
@@ -538,7 +538,7 @@ fn static_libs_agree_in_sources() {
     assert_eq!(
         cmake_static_libs(),
         expected,
-        "AFUT_NATIVE_STATIC_LIBS in CMakeLists.txt vs tests/c_suite.rs"
+        "AFUT_NATIVE_STATIC_LIBS in CMakeLists.txt vs tests/common/mod.rs"
     );
     let readme = manifest_dir().join("README.md");
     if !readme.is_file() {
