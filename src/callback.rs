@@ -191,7 +191,8 @@ impl CallbackList {
     pub fn push(&mut self, cb: DoneCallback) {
         match self {
             CallbackList::Many(v) => v.push(cb),
-            CallbackList::Empty => *self = CallbackList::One(cb),
+            // Empty owns nothing: forgetting it skips its drop glue.
+            CallbackList::Empty => std::mem::forget(std::mem::replace(self, CallbackList::One(cb))),
             CallbackList::One(_) => {
                 let CallbackList::One(first) = std::mem::take(self) else { unreachable!() };
                 *self = CallbackList::Many(vec![first, cb]);

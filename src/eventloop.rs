@@ -522,6 +522,11 @@ impl Loop {
             // A fresh edge for edge-triggered hosts.
             self.signal();
         }
+        if own_buffer.capacity() == 0 {
+            // Empty and unallocated (the placeholder swapped back above): nothing to free, so
+            // skip its drop glue on this hot path.
+            std::mem::forget(own_buffer);
+        }
         ran
     }
 

@@ -178,7 +178,8 @@ impl Future {
         if !matches!(st.outcome, Outcome::Pending) {
             return Err((AFUT_ERR_INVALID_STATE, outcome));
         }
-        st.outcome = outcome;
+        // The old outcome is Pending, which owns nothing: forgetting it skips its drop glue.
+        std::mem::forget(std::mem::replace(&mut st.outcome, outcome));
         let callbacks = std::mem::take(&mut st.callbacks);
         let waiters = st.waiters.clone();
         // Set last, after the callbacks were taken (F14).

@@ -6,7 +6,7 @@ use super::panic::guard;
 use super::types::*;
 use crate::callback::{DoneCallback, Owned, afut_done_fn, afut_free_fn};
 use crate::chain;
-use crate::future::{Exception, ExceptionView, Future, TAG_FUTURE, copy_message};
+use crate::future::{Exception, ExceptionView, Future, TAG_FINALIZING, TAG_FUTURE, copy_message};
 use crate::report::afut_exception_t;
 use crate::sleep;
 use crate::status::*;
@@ -287,12 +287,11 @@ pub unsafe extern "C" fn afut_add_done_callback(
 ) -> afut_status_t {
     guard("afut_add_done_callback", AFUT_ERR_PANIC, || {
         // SAFETY: `fut` is NULL or a live future (API contract).
-        if unsafe { borrow_future(fut) }.is_none() {
-            return AFUT_ERR_INVALID_ARGUMENT;
-        }
+        let Some(f) = (unsafe { borrow_future(fut) }) else { return AFUT_ERR_INVALID_ARGUMENT };
         let Some(cb) = cb else { return AFUT_ERR_INVALID_ARGUMENT };
-        // SAFETY: as above.
-        let Some(f) = (unsafe { borrow_future_to_keep(fut) }) else { return AFUT_ERR_INVALID_STATE };
+        if f.inner().tag() == TAG_FINALIZING {
+            return AFUT_ERR_INVALID_STATE; // its never-retrieved report is running
+        }
         match f.add_done_callback(DoneCallback::c(cb, Owned::new(userdata, userdata_free))) {
             Ok(()) => AFUT_OK,
             Err((s, cb)) => {
