@@ -696,6 +696,10 @@ TEST(test_cancelling_and_uncancel) {
     CHECK(afut_cancel(t, NULL));
     CHECK(afut_cancel(t, "second"));
     CHECK_EQ_INT(afut_task_cancelling(t), 2);
+    /* T5: the repr says "cancelling" while cancel requests are pending */
+    char buf[64];
+    afut_describe(t, buf, sizeof buf);
+    CHECK_STR(buf, "<Task cancelling>");
     CHECK_EQ_INT(afut_loop_run_until_complete(loop, t), AFUT_OK);
     CHECK_EQ_INT(s.rc[0], 2);
     CHECK_EQ_INT(s.rc[1], 1);

@@ -653,7 +653,8 @@ struct afut_loop_t *afut_get_loop(const struct afut_t *fut);
 // characters and a NUL (nothing when `len == 0`). Formats: `<Future pending>`,
 // `<Future pending cb=[2]>`, `<Future cancelled>`, `<Future finished result=0x1f2e>`
 // (`result=NULL` for a NULL value), `<Future finished exception=code 5: boom>` (without
-// `: message` when there is none).
+// `: message` when there is none). A task says `Task`, and `cancelling` instead of `pending`
+// while cancel requests are pending (`<Task cancelling>`, as asyncio's Task repr).
 //
 // Thread: any.
 // Returns: the length of the full description (excluding the NUL), as snprintf does.

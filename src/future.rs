@@ -426,10 +426,13 @@ impl FutureInner {
 
     /// asyncio-style repr: `<Future pending cb=[2]>`, `<Future finished result=0x1f2e>`, ...
     pub fn describe(&self) -> String {
+        // Asked before taking the state lock: a behaviour takes its own lock, and the task
+        // code takes that one before the state lock (never the other way round).
+        let pending = self.behaviour.as_ref().and_then(|b| b.pending_word()).unwrap_or("pending");
         let st = self.state.lock();
         let body = match &st.outcome {
-            Outcome::Pending if st.callbacks.is_empty() => "pending".to_string(),
-            Outcome::Pending => format!("pending cb=[{}]", st.callbacks.len()),
+            Outcome::Pending if st.callbacks.is_empty() => pending.to_string(),
+            Outcome::Pending => format!("{pending} cb=[{}]", st.callbacks.len()),
             Outcome::Cancelled(_) => "cancelled".to_string(),
             Outcome::Result(v) if v.ptr().is_null() => "finished result=NULL".to_string(),
             Outcome::Result(v) => format!("finished result={:#x}", v.ptr() as usize),

@@ -40,6 +40,10 @@ pub trait Behaviour: Send + Sync + 'static {
     }
     /// The future's loop was closed (futures registered with `Loop::watch_close` only).
     fn loop_closed(&self, _fut: &Future) {}
+    /// The word `afut_describe` uses for a pending future ("pending" when None).
+    fn pending_word(&self) -> Option<&'static str> {
+        None
+    }
     fn as_any(&self) -> &dyn Any;
 }
 
@@ -140,6 +144,11 @@ impl Behaviour for Task {
     /// A pending task can never run again once its loop is closed: end it now, as asyncio
     /// reports a pending task that goes away. Releasing the awaited future also breaks the
     /// task <-> awaited-future cycle that would otherwise outlive the loop.
+    /// asyncio's Task repr says "cancelling" while cancel requests are pending (T5).
+    fn pending_word(&self) -> Option<&'static str> {
+        (self.inner.lock().num_cancels > 0).then_some("cancelling")
+    }
+
     fn loop_closed(&self, fut: &Future) {
         if fut.is_done() {
             return;
