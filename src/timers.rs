@@ -10,11 +10,12 @@ use std::collections::BinaryHeap;
 
 use crate::handles::{Handle, HandleTable};
 
+/// 24 bytes: the heap's cost is mostly moving entries around.
 struct TimerEntry {
-    /// `when` as an integer with the same order (see [`order_key`]): one integer compare.
+    /// The deadline as an integer with the same order (see [`order_key`]): one integer
+    /// compare, and `when` is recovered from it.
     key: i64,
     seq: u64,
-    when: f64,
     handle: Handle,
 }
 
@@ -22,6 +23,11 @@ struct TimerEntry {
 fn order_key(when: f64) -> i64 {
     let bits = when.to_bits() as i64;
     bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
+/// The inverse of [`order_key`] (the transform is its own inverse).
+fn when_of(key: i64) -> f64 {
+    f64::from_bits((key ^ ((((key >> 63) as u64) >> 1) as i64)) as u64)
 }
 
 impl PartialEq for TimerEntry {
@@ -55,7 +61,7 @@ impl TimerHeap {
     pub fn push(&mut self, when: f64, handle: Handle) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(TimerEntry { key: order_key(when), seq, when, handle });
+        self.heap.push(TimerEntry { key: order_key(when), seq, handle });
     }
 
     /// Records that one heap entry's handle was cancelled.
@@ -80,7 +86,7 @@ impl TimerHeap {
     /// The earliest live deadline.
     pub fn next_deadline(&mut self, handles: &HandleTable) -> Option<f64> {
         self.drop_dead_head(handles);
-        self.heap.peek().map(|e| e.when)
+        self.heap.peek().map(|e| when_of(e.key))
     }
 
     /// Pops every live timer due at `now` (deadline order, FIFO ties) into `out`.
@@ -88,7 +94,7 @@ impl TimerHeap {
         loop {
             self.drop_dead_head(handles);
             match self.heap.peek() {
-                Some(top) if top.when <= now => {
+                Some(top) if top.key <= order_key(now) => {
                     let e = self.heap.pop().unwrap();
                     if let Some(entry) = handles.get_mut(e.handle) {
                         entry.is_timer = false;
@@ -114,6 +120,17 @@ impl TimerHeap {
 mod tests {
     use super::*;
     use crate::callback::Callback;
+
+    #[test]
+    fn order_key_keeps_the_order_and_inverts() {
+        let xs = [f64::NEG_INFINITY, -1e300, -2.5, -0.0, 0.0, 1e-300, 1.0, 3.5, 1e300, f64::INFINITY];
+        for w in xs.windows(2) {
+            assert!(order_key(w[0]) <= order_key(w[1]), "{} vs {}", w[0], w[1]);
+        }
+        for x in xs {
+            assert_eq!(when_of(order_key(x)).to_bits(), x.to_bits());
+        }
+    }
 
     #[test]
     fn deadline_order_with_fifo_ties() {
