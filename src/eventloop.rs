@@ -560,16 +560,20 @@ impl Loop {
             s.timers.clear();
             (std::mem::take(&mut s.ready), std::mem::take(&mut s.spare), s.handles.drain())
         };
+        // Hold the watched futures (tasks) first: a task that only its queued step kept alive
+        // must still hear of the close, not just vanish with the queue.
+        let watched: Vec<Future> =
+            std::mem::take(&mut *self.0.watched.lock()).iter().filter_map(Weak::upgrade).map(Future).collect();
         drop(ready);
         drop(spare);
         drop(entries);
-        // Then the watched futures, with no lock held (they run reports and destructors).
-        let watched = std::mem::take(&mut *self.0.watched.lock());
-        for fut in watched.iter().filter_map(Weak::upgrade).map(Future) {
+        // Then tell them, with no lock held (they run reports and destructors).
+        for fut in &watched {
             if let Some(b) = fut.behaviour() {
-                b.loop_closed(&fut);
+                b.loop_closed(fut);
             }
         }
+        drop(watched);
         AFUT_OK
     }
 
