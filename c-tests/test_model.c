@@ -18,6 +18,12 @@
  *   - "Future exception was never retrieved" reports: which future, when (F14, F15, R6, B8)
  *   - bad states: completing a done future (R3), removing from a done future (F9), nested
  *     run_once / close from a callback (LOOP_RUNNING), afut_wait on the loop thread.
+ * On half of the loops, tasks (afut_task_new, with a small random script per task: yield,
+ * await a loop future / an afut_sleep / a wrapped loop-less future, complete with a result
+ * or an exception, cancel itself and return), afut_cancel on tasks, afut_sleep and
+ * afut_wrap_future run too, each event checked in the iteration it must happen in
+ * (SEMANTICS.md F22, T1-T4; afut.h afut_task_new, afut_sleep, afut_wrap_future): see the
+ * "aux" section below.
  * A second phase completes futures and schedules callbacks from another thread and checks
  * the order the loop ran them in (API.md "Threads").
  *
@@ -284,6 +290,8 @@ typedef struct {
     uint64_t seq;
     uint32_t handler_id;
     uint64_t epoch;
+    unsigned long long runs; /* run_once calls that ran a batch */
+    bool aux;                /* tasks, sleeps and wrappers run on this loop */
 } mloop_t;
 
 static mfut_t g_f[MAXF];
@@ -318,6 +326,13 @@ static int g_nexpect_reports;
 static long long g_reports_expected, g_reports_actual;
 
 static const char *const k_msgs[] = {"boom", "cancelled by model", "", "x\xc3\xa9y"};
+static long long g_destroyed_expected, g_destroyed_actual; /* "Task was destroyed" reports */
+/* Pending tasks at a close that the application had already released (fire-and-forget) are
+ * reported too, like the ones it still holds (TEST(task_released_pending_at_close_is_reported)
+ * below: the close once dropped them with the queue before telling them). Strict: every
+ * pending task at a close must be reported exactly once. */
+static const bool k_strict_released_task_report = true;
+static long long g_destroyed_maybe;
 
 static void q_push(itemq_t *q, item_t it) {
     if (q->n == q->cap) {
@@ -402,6 +417,11 @@ static void mf_maybe_free(int s) {
 static void on_report(afut_loop_t *loop, const afut_error_context_t *ctx, void *ud) {
     (void)loop;
     (void)ud;
+    if (ctx && ctx->message && strcmp(ctx->message, "Task was destroyed but it is pending!") == 0) {
+        if (!ctx->future) MFAIL("\"Task was destroyed\" report without the task");
+        g_destroyed_actual++;
+        return;
+    }
     __atomic_add_fetch(&g_reports_actual, 1, __ATOMIC_SEQ_CST);
     if (!ctx || !ctx->message || strcmp(ctx->message, "Future exception was never retrieved") != 0)
         MFAIL("unexpected report \"%s\"", ctx && ctx->message ? ctx->message : "(null)");
@@ -527,6 +547,9 @@ static void check_step(void) {
     if (g_nexpect_reports) MFAIL("%d never-retrieved reports missing", g_nexpect_reports);
     if (g_reports_actual != g_reports_expected)
         MFAIL("%lld reports, expected %lld", g_reports_actual, g_reports_expected);
+    if (g_destroyed_actual < g_destroyed_expected || g_destroyed_actual > g_destroyed_expected + g_destroyed_maybe)
+        MFAIL("%lld \"Task was destroyed but it is pending!\" reports, expected %lld (+ up to %lld for "
+              "released tasks)", g_destroyed_actual, g_destroyed_expected, g_destroyed_maybe);
 }
 
 /* ------------------------------------------------------------------------------------------
@@ -900,6 +923,796 @@ static void act_cancel_handle(int loopi) {
     MCHECK_EQ(rc, expect);
 }
 
+/* ------------------------------------------------------------------------------------------
+ * Tasks, sleeps and wrapped loop-less futures ("aux" objects; afut.h afut_task_new,
+ * afut_task_await, afut_sleep, afut_wrap_future; SEMANTICS.md F22, T1-T4). They live on
+ * loops drawn as "aux loops" (half of them), in their own table, and are driven by their
+ * own actions; their internal callbacks share the loop's ready queue with the model's, so
+ * on those loops run_once's count is only checked as a lower bound. The model knows the
+ * iteration in which each event must happen:
+ *   - a task's step runs on the iteration after afut_task_new, after a yield, and one
+ *     iteration after the future it awaits is done (also when it was done already);
+ *     afut_cancel on an awaiting task cancels the awaited future at once; a request that
+ *     finds nothing to cancel stays pending (afut_task_cancel_requested) and is delivered
+ *     by the next afut_task_await, refused by afut_set_result / afut_set_exception, or ends
+ *     the task CANCELLED when the step returns doing neither;
+ *   - afut_sleep(0 or a delay already past) completes after exactly one iteration; a
+ *     cancelled sleep frees its value on the next iteration, a pending one at the close;
+ *   - a wrapper of a loop-less future mirrors it one iteration after it is done; cancelling
+ *     the wrapper cancels the source on the next iteration;
+ *   - userdata_free of a task right after the step that ended it; a pending task at the
+ *     loop's close ends CANCELLED ("the loop was closed") with one "Task was destroyed but
+ *     it is pending!" report; every value, detail and userdata freed exactly once in the
+ *     end (teardown). */
+
+#define MAXA 16
+#define AUX_BASE 0x40000000u
+enum { AK_TASK = 1, AK_GATE, AK_SLEEP, AK_SRC, AK_WRAP };
+enum { OP_YIELD, OP_GATE, OP_SLEEP, OP_WRAP, OP_RESULT, OP_EXC, OP_SELFCANCEL };
+
+typedef struct {
+    int32_t frees;
+    bool refused;
+} auxid_t;
+
+typedef struct {
+    int kind;
+    bool live, held, orphan, close_free;
+    afut_t *f;
+    int loop;
+    int st;
+    const char *cmsg;
+    uint32_t vid; /* result value or exception detail (aux id), 0: none */
+    int32_t code;
+    const char *emsg;
+    long long due; /* sleep: fires; wrap: mirrors its source; src: cancelled by its wrapper */
+    int due_st;
+    uint32_t due_vid;
+    int32_t due_code;
+    const char *due_msg;
+    int waiter; /* the task awaiting it, or -1 */
+    int peer;   /* src <-> wrap, or -1 */
+    long long free_by; /* vid must be freed by the end of this iteration */
+    /* tasks */
+    uint32_t udid;
+    uint8_t script[6];
+    int nscript, pos;
+    long long next_step, ended_at;
+    int awaited;
+    bool pend;
+    const char *pmsg;
+    int ncancel;
+} aux_t;
+
+static aux_t g_a[MAXA];
+static auxid_t *g_ax;
+static uint32_t g_nax, g_capax;
+static unsigned long long g_stat_tasks, g_stat_steps, g_stat_sleeps, g_stat_wraps, g_stat_task_cancels;
+static unsigned long long g_stat_task_end[4], g_stat_closed_tasks, g_stat_value_frees[3], g_stat_mirrors[4];
+
+static bool on_loop_thread(void);
+
+/* Tasks whose step ended them in the running batch: their userdata must be freed before
+ * the next callback starts ("right after the step that ended the task"). */
+static uint32_t g_just_ended[MAXA];
+static int g_njust_ended;
+static void aux_check_just_ended(void);
+
+static uint32_t ax_new(void) {
+    if (g_nax == 0) g_nax = 1;
+    if (g_nax >= g_capax) {
+        g_capax = g_capax ? g_capax * 2 : 256;
+        g_ax = xrealloc(g_ax, g_capax * sizeof *g_ax);
+    }
+    g_ax[g_nax] = (auxid_t){0, false};
+    return g_nax++;
+}
+
+static void *axp(uint32_t k) { return k ? (void *)(uintptr_t)(AUX_BASE + k) : NULL; }
+
+static void ax_free(void *p) {
+    uintptr_t v = (uintptr_t)p;
+    if (v <= AUX_BASE || v - AUX_BASE >= g_nax) MFAIL("aux free(%p): not an aux id", p);
+    uint32_t k = (uint32_t)(v - AUX_BASE);
+    if (g_ax[k].refused) MFAIL("aux id %u freed though its hand-over was refused", k);
+    if (++g_ax[k].frees > 1) MFAIL("aux id %u freed %d times", k, g_ax[k].frees);
+}
+
+static void ax_expect_freed(uint32_t k, const char *what) {
+    if (k && g_ax[k].frees != 1) MFAIL("%s: aux id %u freed %d times, expected once", what, k, g_ax[k].frees);
+}
+
+static void aux_check_just_ended(void) {
+    for (int k = 0; k < g_njust_ended; k++) ax_expect_freed(g_just_ended[k], "task userdata at the next callback");
+    g_njust_ended = 0;
+}
+
+static int aux_free_slots(void) {
+    int n = 0;
+    for (int i = 0; i < MAXA; i++) n += !g_a[i].live;
+    return n;
+}
+
+static int aux_alloc(int kind, int loopi) {
+    for (int i = 0; i < MAXA; i++) {
+        if (g_a[i].live) continue;
+        aux_t *E = &g_a[i];
+        memset(E, 0, sizeof *E);
+        E->kind = kind;
+        E->live = true;
+        E->loop = loopi;
+        E->st = ST_P;
+        E->due = E->free_by = E->next_step = E->ended_at = -1;
+        E->waiter = E->peer = E->awaited = -1;
+        g_loops[loopi].nfuts++;
+        return i;
+    }
+    return -1;
+}
+
+/* Forgets an entry once nothing about it is left to check. */
+static void aux_remove_maybe(int i) {
+    aux_t *E = &g_a[i];
+    if (!E->live || E->held || E->waiter >= 0 || E->due >= 0 || E->free_by >= 0 || E->close_free) return;
+    if (E->kind == AK_TASK && (E->next_step >= 0 || E->ended_at >= 0 || E->awaited >= 0)) return;
+    if (E->st == ST_P && !E->orphan) return;
+    if (E->peer >= 0) g_a[E->peer].peer = -1;
+    mloop_t *L = &g_loops[E->loop];
+    memset(E, 0, sizeof *E);
+    L->nfuts--;
+    if (L->freed && L->nfuts == 0) L->used = false;
+}
+
+static bool msg_eq(const char *a, const char *b) {
+    if (!a || !b) return a == b;
+    return strcmp(a, b) == 0;
+}
+
+/* Compares a future we hold with the model. */
+static void aux_check(int i) {
+    aux_t *E = &g_a[i];
+    if (!E->live || !E->held || E->orphan) return;
+    g_checks += 3;
+    MCHECK_EQ(afut_done(E->f), E->st != ST_P);
+    MCHECK_EQ(afut_cancelled(E->f), E->st == ST_C);
+    if (E->kind == AK_TASK) {
+        g_checks += 3;
+        MCHECK(afut_is_task(E->f));
+        char got[160];
+        const char *word = E->st == ST_C ? "cancelled" : E->st != ST_P ? "finished" : E->ncancel ? "cancelling" : "pending";
+        afut_describe(E->f, got, sizeof got);
+        if (strncmp(got, "<Task ", 6) != 0 || strncmp(got + 6, word, strlen(word)) != 0)
+            MFAIL("task %d: describe \"%s\", expected \"<Task %s...\"", i, got, word);
+        if (afut_task_cancelling(E->f) != E->ncancel)
+            MFAIL("task %d: afut_task_cancelling %d, expected %d", i, afut_task_cancelling(E->f), E->ncancel);
+    }
+    if (E->st == ST_C) {
+        const char *m = afut_cancel_message(E->f);
+        if (!msg_eq(m, E->cmsg))
+            MFAIL("aux %d (kind %d): cancel message \"%s\", expected \"%s\"", i, E->kind, m ? m : "(null)",
+                  E->cmsg ? E->cmsg : "(null)");
+    } else if (E->st == ST_R) {
+        void *v = (void *)0x5a5a;
+        MCHECK_EQ(afut_result(E->f, &v), AFUT_OK);
+        if (v != axp(E->vid)) MFAIL("aux %d (kind %d): result %p, expected %p", i, E->kind, v, axp(E->vid));
+    } else if (E->st == ST_E) {
+        afut_exception_t e;
+        MCHECK_EQ(afut_exception(E->f, &e), AFUT_OK); /* also marks it retrieved */
+        MCHECK_EQ(e.code, E->code);
+        if (e.detail != axp(E->vid)) MFAIL("aux %d: detail %p, expected %p", i, e.detail, axp(E->vid));
+        if (!msg_eq(e.message, E->emsg)) MFAIL("aux %d: exception message \"%s\"", i, e.message ? e.message : "(null)");
+    }
+}
+
+/* Entry `i` just became done: the task awaiting it steps on iteration `r`. */
+static void aux_on_done(int i, long long r) {
+    int w = g_a[i].waiter;
+    if (w < 0) return;
+    if (g_a[w].next_step >= 0) MFAIL("model: task %d already scheduled", w);
+    g_a[w].next_step = r;
+}
+
+/* Entry `i` was cancelled (model side) while the loop's next iteration is `r`. */
+static void aux_cancelled(int i, const char *msg, long long r) {
+    aux_t *E = &g_a[i];
+    E->st = ST_C;
+    E->cmsg = msg;
+    if (E->kind == AK_SLEEP) {
+        E->due = -1;
+        if (E->vid) E->free_by = r; /* the timer is cancelled on the next iteration */
+    } else if (E->kind == AK_WRAP) {
+        E->due = -1; /* a pending mirror finds it cancelled */
+        if (E->peer >= 0 && g_a[E->peer].st == ST_P) {
+            g_a[E->peer].due = r;
+            g_a[E->peer].due_msg = msg;
+        }
+    }
+    aux_on_done(i, r);
+}
+
+/* Random exception / cancel messages; tasks are cancelled with a non-NULL one. */
+static const char *aux_msg(bool may_be_null) {
+    if (may_be_null && rnd(3) == 0) return NULL;
+    return k_msgs[rnd(4)];
+}
+
+static void aux_spin_past(afut_loop_t *l, double t) {
+    while (afut_loop_time(l) <= t) {
+    }
+}
+
+/* A task's step: does what its script says (one op per step) and checks what it is told. */
+static void aux_step(afut_t *task, afut_t *awaited, void *ud) {
+    uint32_t k = (uint32_t)((uintptr_t)ud - AUX_BASE);
+    int i = -1;
+    for (int j = 0; j < MAXA && i < 0; j++)
+        if (g_a[j].live && g_a[j].kind == AK_TASK && g_a[j].udid == k && g_a[j].f == task) i = j;
+    if (i < 0) MFAIL("step of a task the model does not know (%p)", (void *)task);
+    aux_t *E = &g_a[i];
+    if (!on_loop_thread()) MFAIL("task step off the loop thread");
+    aux_check_just_ended();
+    if (g_run_loop != E->loop) MFAIL("task %d: step outside a run of its loop", i);
+    mloop_t *L = &g_loops[E->loop];
+    long long r = (long long)L->runs, nxt = r + 1;
+    if (E->next_step != r) MFAIL("task %d: step ran in iteration %lld, expected %lld", i, r, E->next_step);
+    if (E->st != ST_P) MFAIL("task %d: step of a finished task", i);
+    if (g_ax[E->udid].frees) MFAIL("task %d: userdata freed before the task ended", i);
+    E->next_step = -1;
+    g_stat_steps++;
+    TRACE("%*stask %d step (iteration %lld, awaited %d, pend %d)\n", g_depth * 2, "", i, r, E->awaited, E->pend);
+    bool aw_c = false;
+    const char *aw_msg = NULL;
+    g_checks++;
+    if (E->awaited >= 0) {
+        int ai = E->awaited;
+        aux_t *A = &g_a[ai];
+        if (awaited != A->f) MFAIL("task %d: step got awaited %p, expected %p", i, (void *)awaited, (void *)A->f);
+        g_checks += 2;
+        MCHECK(afut_done(awaited));
+        MCHECK_EQ(afut_cancelled(awaited), A->st == ST_C);
+        if (A->st == ST_C) {
+            aw_c = true;
+            aw_msg = A->cmsg;
+        } else if (A->st == ST_E) {
+            afut_exception_t e;
+            g_checks++;
+            MCHECK_EQ(afut_exception(awaited, &e), AFUT_OK);
+            MCHECK_EQ(e.code, A->code);
+        }
+        A->waiter = -1;
+        E->awaited = -1;
+        aux_remove_maybe(ai);
+    } else if (awaited) {
+        MFAIL("task %d: step got awaited %p, expected NULL", i, (void *)awaited);
+    }
+    const char *pm = (const char *)0x1;
+    g_checks++;
+    bool req = afut_task_cancel_requested(task, &pm);
+    MCHECK_EQ(req, E->pend);
+    if (req && !msg_eq(pm, E->pmsg)) MFAIL("task %d: pending cancel message \"%s\"", i, pm ? pm : "(null)");
+    int op = E->pos < E->nscript ? E->script[E->pos++] : OP_RESULT;
+    if (rnd(8) == 0) {
+        /* a task cannot await itself, nor a loop-less future (afut_task_await) */
+        afut_t *lf = afut_new(NULL);
+        g_calls += 4;
+        MCHECK_EQ(afut_task_await(task, task), AFUT_ERR_INVALID_ARGUMENT);
+        MCHECK_EQ(afut_task_await(task, lf), AFUT_ERR_INVALID_ARGUMENT);
+        afut_unref(lf);
+    }
+    if ((op == OP_GATE || op == OP_SLEEP) && aux_free_slots() < 1) op = OP_YIELD;
+    if (op == OP_WRAP && aux_free_slots() < 2) op = OP_YIELD;
+    bool ended = false, awaiting = false;
+    switch (op) {
+    case OP_GATE: {
+        int g = aux_alloc(AK_GATE, E->loop);
+        aux_t *G = &g_a[g];
+        G->held = true;
+        g_calls++;
+        G->f = afut_loop_create_future(L->l);
+        if (!G->f) MFAIL("afut_loop_create_future");
+        if (!E->pend && rnd(4) == 0) { /* awaiting a done future: the step comes next iteration */
+            g_calls++;
+            MCHECK_EQ(afut_set_result(G->f, NULL, NULL), AFUT_OK);
+            G->st = ST_R;
+        }
+        G->waiter = i;
+        E->awaited = g;
+        g_calls++;
+        MCHECK_EQ(afut_task_await(task, G->f), AFUT_OK);
+        if (E->pend) aux_cancelled(g, E->pmsg, nxt);
+        else if (G->st != ST_P) aux_on_done(g, nxt);
+        E->pend = false;
+        awaiting = true;
+        break;
+    }
+    case OP_SLEEP: {
+        int s = aux_alloc(AK_SLEEP, E->loop);
+        aux_t *S = &g_a[s];
+        uint32_t dv = rnd(6);
+        double delay = dv == 0 ? 1e-6 : dv == 1 ? INFINITY : 0.0; /* INFINITY: until cancelled or closed */
+        S->vid = rnd(4) ? ax_new() : 0;
+        g_calls++;
+        S->f = afut_sleep(L->l, delay, axp(S->vid), S->vid ? ax_free : NULL);
+        if (!S->f) MFAIL("afut_sleep");
+        g_stat_sleeps++;
+        if (delay > 0 && isfinite(delay)) aux_spin_past(L->l, afut_loop_time(L->l) + delay);
+        S->due = isfinite(delay) ? nxt : -1;
+        S->waiter = i;
+        E->awaited = s;
+        g_calls++;
+        MCHECK_EQ(afut_task_await(task, S->f), AFUT_OK);
+        S->held = rnd(2) != 0;
+        if (!S->held) {
+            g_calls++;
+            afut_unref(S->f); /* the task keeps its own reference */
+        }
+        if (E->pend) aux_cancelled(s, E->pmsg, nxt);
+        E->pend = false;
+        awaiting = true;
+        break;
+    }
+    case OP_WRAP: {
+        int s = aux_alloc(AK_SRC, E->loop), w = aux_alloc(AK_WRAP, E->loop);
+        aux_t *S = &g_a[s], *W = &g_a[w];
+        S->held = W->held = true;
+        S->peer = w;
+        W->peer = s;
+        g_calls += 2;
+        S->f = afut_new(NULL);
+        if (!E->pend && rnd(4) == 0) {
+            S->vid = rnd(2) ? ax_new() : 0;
+            g_calls++;
+            MCHECK_EQ(afut_set_result(S->f, axp(S->vid), S->vid ? ax_free : NULL), AFUT_OK);
+            S->st = ST_R;
+            W->due = nxt;
+            W->due_st = ST_R;
+            W->due_vid = S->vid;
+        }
+        W->f = afut_wrap_future(L->l, S->f);
+        if (!S->f || !W->f || W->f == S->f) MFAIL("afut_wrap_future");
+        g_stat_wraps++;
+        W->waiter = i;
+        E->awaited = w;
+        g_calls++;
+        MCHECK_EQ(afut_task_await(task, W->f), AFUT_OK);
+        if (E->pend) aux_cancelled(w, E->pmsg, nxt);
+        E->pend = false;
+        awaiting = true;
+        break;
+    }
+    case OP_RESULT: {
+        uint32_t vid = rnd(2) ? ax_new() : 0;
+        g_calls++;
+        afut_status_t rc = afut_set_result(task, axp(vid), vid ? ax_free : NULL);
+        if (E->pend) {
+            MCHECK_EQ(rc, AFUT_ERR_CANCELLED);
+            if (vid) g_ax[vid].refused = true;
+        } else {
+            MCHECK_EQ(rc, AFUT_OK);
+            E->st = ST_R;
+            E->vid = vid;
+            ended = true;
+        }
+        break;
+    }
+    case OP_EXC: {
+        uint32_t did = rnd(2) ? ax_new() : 0;
+        int32_t code = 1 + (int32_t)rnd(500);
+        const char *msg = aux_msg(true);
+        g_calls++;
+        afut_status_t rc = afut_set_exception(task, code, msg, axp(did), did ? ax_free : NULL);
+        if (E->pend) {
+            MCHECK_EQ(rc, AFUT_ERR_CANCELLED);
+            if (did) g_ax[did].refused = true;
+        } else {
+            MCHECK_EQ(rc, AFUT_OK);
+            E->st = ST_E;
+            E->vid = did;
+            E->code = code;
+            E->emsg = msg;
+            ended = true;
+        }
+        break;
+    }
+    case OP_SELFCANCEL:
+        if (!E->pend) {
+            const char *msg = aux_msg(false);
+            g_calls++;
+            MCHECK(afut_cancel(task, msg));
+            E->ncancel++;
+            E->pend = true;
+            E->pmsg = msg;
+        }
+        break;
+    default: break; /* OP_YIELD */
+    }
+    if ((awaiting || ended) && rnd(4) == 0) {
+        /* one await or completion per step */
+        afut_t *other = afut_loop_create_future(L->l);
+        g_calls += 3;
+        MCHECK_EQ(afut_task_await(task, awaiting ? g_a[E->awaited].f : other), AFUT_ERR_INVALID_STATE);
+        afut_unref(other);
+    }
+    if (!ended && !awaiting) {
+        if (E->pend) {
+            E->st = ST_C;
+            E->cmsg = E->pmsg;
+            ended = true;
+        } else if (aw_c) {
+            E->st = ST_C;
+            E->cmsg = aw_msg;
+            ended = true;
+        } else {
+            E->next_step = nxt; /* yields */
+        }
+    }
+    if (ended) {
+        E->pend = false;
+        E->ended_at = r; /* userdata freed right after this step */
+        if (g_njust_ended < MAXA) g_just_ended[g_njust_ended++] = E->udid;
+        TRACE("%*stask %d ended, state %d\n", g_depth * 2, "", i, E->st);
+    }
+}
+
+static void aux_new_task(int loopi) {
+    mloop_t *L = &g_loops[loopi];
+    int i = aux_alloc(AK_TASK, loopi);
+    if (i < 0) return;
+    aux_t *E = &g_a[i];
+    static const uint8_t ops[] = {OP_YIELD, OP_YIELD, OP_GATE, OP_GATE, OP_SLEEP, OP_SLEEP, OP_WRAP, OP_WRAP,
+                                  OP_RESULT, OP_EXC, OP_SELFCANCEL};
+    E->nscript = 1 + (int)rnd(6);
+    for (int k = 0; k < E->nscript; k++) E->script[k] = ops[rnd(sizeof ops)];
+    E->udid = ax_new();
+    E->held = true;
+    g_calls++;
+    E->f = afut_task_new(L->l, aux_step, axp(E->udid), ax_free);
+    if (!E->f) MFAIL("afut_task_new failed");
+    E->next_step = (long long)L->runs + 1;
+    g_stat_tasks++;
+    TRACE("aux: new task %d (script of %d)\n", i, E->nscript);
+    aux_check(i);
+}
+
+static void aux_new_sleep(int loopi) {
+    mloop_t *L = &g_loops[loopi];
+    int i = aux_alloc(AK_SLEEP, loopi);
+    if (i < 0) return;
+    aux_t *E = &g_a[i];
+    uint32_t v = rnd(4);
+    double delay = v == 0 ? 1e-6 : v == 1 ? INFINITY : v == 2 ? -1.0 : 0.0;
+    E->vid = rnd(4) ? ax_new() : 0;
+    E->held = true;
+    g_calls++;
+    E->f = afut_sleep(L->l, delay, axp(E->vid), E->vid ? ax_free : NULL);
+    if (!E->f) MFAIL("afut_sleep failed");
+    g_stat_sleeps++;
+    if (delay > 0 && isfinite(delay)) aux_spin_past(L->l, afut_loop_time(L->l) + delay);
+    if (isfinite(delay)) E->due = (long long)L->runs + 1;
+    TRACE("aux: new sleep %d (delay %g)\n", i, delay);
+    aux_check(i);
+}
+
+/* Completes a loop-less source (model and real): how 0 result, 1 exception, 2 cancel. */
+static void aux_complete(int i, uint32_t how) {
+    aux_t *E = &g_a[i];
+    mloop_t *L = &g_loops[E->loop];
+    long long nxt = (long long)L->runs + 1;
+    bool pending = E->st == ST_P;
+    if (how == 0) {
+        uint32_t vid = rnd(2) ? ax_new() : 0;
+        g_calls++;
+        afut_status_t rc = afut_set_result(E->f, axp(vid), vid ? ax_free : NULL);
+        MCHECK_EQ(rc, pending ? AFUT_OK : AFUT_ERR_INVALID_STATE);
+        if (!pending) {
+            if (vid) g_ax[vid].refused = true;
+            return;
+        }
+        E->st = ST_R;
+        E->vid = vid;
+    } else if (how == 1) {
+        uint32_t did = rnd(2) ? ax_new() : 0;
+        int32_t code = 1 + (int32_t)rnd(500);
+        const char *msg = aux_msg(true);
+        g_calls++;
+        afut_status_t rc = afut_set_exception(E->f, code, msg, axp(did), did ? ax_free : NULL);
+        MCHECK_EQ(rc, pending ? AFUT_OK : AFUT_ERR_INVALID_STATE);
+        if (!pending) {
+            if (did) g_ax[did].refused = true;
+            return;
+        }
+        E->st = ST_E;
+        E->vid = did;
+        E->code = code;
+        E->emsg = msg;
+        if (E->kind == AK_GATE) {
+            afut_exception_t e;
+            g_calls++;
+            MCHECK_EQ(afut_exception(E->f, &e), AFUT_OK); /* no never-retrieved report to expect */
+        }
+    } else {
+        const char *msg = aux_msg(true);
+        g_calls++;
+        MCHECK_EQ(afut_cancel(E->f, msg), pending);
+        if (!pending) return;
+        if (E->kind != AK_SRC) {
+            aux_cancelled(i, msg, nxt);
+            return;
+        }
+        E->st = ST_C;
+        E->cmsg = msg;
+    }
+    if (E->kind == AK_SRC) {
+        E->due = -1; /* a cancel from the wrapper now finds it done */
+        int w = E->peer;
+        if (w >= 0 && !g_a[w].orphan && g_a[w].st == ST_P) {
+            aux_t *W = &g_a[w];
+            W->due = nxt;
+            W->due_st = E->st;
+            W->due_vid = E->vid;
+            W->due_code = E->code;
+            W->due_msg = E->st == ST_C ? E->cmsg : E->emsg;
+        }
+    } else {
+        aux_on_done(i, nxt);
+    }
+}
+
+static void aux_new_wrap(int loopi) {
+    mloop_t *L = &g_loops[loopi];
+    if (aux_free_slots() < 2) return;
+    int s = aux_alloc(AK_SRC, loopi), w = aux_alloc(AK_WRAP, loopi);
+    aux_t *S = &g_a[s], *W = &g_a[w];
+    S->held = W->held = true;
+    S->peer = w;
+    W->peer = s;
+    g_calls++;
+    S->f = afut_new(NULL);
+    if (!S->f) MFAIL("afut_new(NULL)");
+    bool pre = rnd(3) == 0;
+    if (pre) aux_complete(s, rnd(3)); /* done before it is wrapped: mirrored all the same */
+    g_calls++;
+    W->f = afut_wrap_future(L->l, S->f);
+    if (!W->f || W->f == S->f) MFAIL("afut_wrap_future failed");
+    if (pre) {
+        W->due = (long long)L->runs + 1;
+        W->due_st = S->st;
+        W->due_vid = S->vid;
+        W->due_code = S->code;
+        W->due_msg = S->st == ST_C ? S->cmsg : S->emsg;
+    }
+    g_stat_wraps++;
+    TRACE("aux: new wrap %d of source %d\n", w, s);
+    aux_check(s);
+    aux_check(w);
+}
+
+static void aux_cancel_task(int i) {
+    aux_t *E = &g_a[i];
+    long long nxt = (long long)g_loops[E->loop].runs + 1;
+    const char *msg = E->pend ? E->pmsg : aux_msg(false);
+    bool expect = E->st == ST_P;
+    g_calls++;
+    bool rc = afut_cancel(E->f, msg);
+    MCHECK_EQ(rc, expect);
+    if (!expect) return;
+    g_stat_task_cancels++;
+    E->ncancel++;
+    if (E->awaited >= 0 && g_a[E->awaited].st == ST_P) {
+        aux_cancelled(E->awaited, msg, nxt); /* the awaited future is cancelled at once */
+        aux_check(E->awaited);
+    } else {
+        E->pend = true;
+        E->pmsg = msg;
+    }
+}
+
+/* Gives up our reference. */
+static void aux_release(int i) {
+    aux_t *E = &g_a[i];
+    if (!E->held) return;
+    if (E->st == ST_E) {
+        g_calls++;
+        MCHECK_EQ(afut_exception(E->f, NULL), AFUT_OK);
+    }
+    E->held = false;
+    if (E->kind == AK_SLEEP && E->st == ST_R && E->vid && E->waiter < 0 && !E->orphan)
+        E->free_by = (long long)g_loops[E->loop].runs + 1; /* freed with the future, which the loop
+                                                            * may hold until its next iteration */
+    g_calls++;
+    afut_unref(E->f);
+    aux_remove_maybe(i);
+}
+
+static bool aux_may_release(int i) {
+    aux_t *E = &g_a[i];
+    if (!E->held) return false;
+    if (E->orphan || E->st != ST_P) return true;
+    if (E->kind == AK_WRAP) return false; /* it could still get an exception nobody reads */
+    if (E->kind == AK_TASK)
+        for (int k = E->pos; k < E->nscript; k++)
+            if (E->script[k] == OP_EXC) return false;
+    return true;
+}
+
+static int aux_pick(unsigned kinds, bool want_pending) {
+    int start = (int)rnd(MAXA);
+    for (int k = 0; k < MAXA; k++) {
+        int i = (start + k) % MAXA;
+        aux_t *E = &g_a[i];
+        if (!E->live || !E->held || E->orphan || !(kinds & (1u << E->kind))) continue;
+        if (want_pending && E->st != ST_P) continue;
+        return i;
+    }
+    return -1;
+}
+
+static void aux_action(int loopi) {
+    int i;
+    switch (rnd(12)) {
+    case 0:
+    case 1: aux_new_task(loopi); break;
+    case 2: aux_new_sleep(loopi); break;
+    case 3: aux_new_wrap(loopi); break;
+    case 4:
+    case 5:
+        i = aux_pick((1u << AK_GATE) | (1u << AK_SRC), rnd(4) != 0);
+        if (i >= 0) aux_complete(i, rnd(3));
+        break;
+    case 6:
+        i = aux_pick((1u << AK_SLEEP) | (1u << AK_WRAP), rnd(4) != 0);
+        if (i >= 0) aux_complete(i, 2);
+        break;
+    case 7:
+    case 8:
+        i = aux_pick(1u << AK_TASK, rnd(4) != 0);
+        if (i >= 0) aux_cancel_task(i);
+        break;
+    case 11:
+        i = aux_pick(1u << AK_TASK, false);
+        if (i >= 0 && rnd(2)) {
+            /* only a step may complete its own task */
+            uint32_t vid = ax_new();
+            g_calls++;
+            MCHECK_EQ(afut_set_result(g_a[i].f, axp(vid), ax_free), AFUT_ERR_INVALID_STATE);
+            g_ax[vid].refused = true;
+            aux_check(i);
+            break;
+        }
+        for (i = 0; i < MAXA; i++) aux_check(i);
+        break;
+    case 9:
+    case 10: {
+        int start = (int)rnd(MAXA);
+        for (int k = 0; k < MAXA; k++)
+            if (aux_may_release((start + k) % MAXA)) {
+                aux_release((start + k) % MAXA);
+                break;
+            }
+        break;
+    }
+    default: break;
+    }
+}
+
+/* After run_once number `r` of loop `loopi`: the events of that iteration. */
+static void aux_after_run(int loopi, long long r) {
+    for (int i = 0; i < MAXA; i++) {
+        aux_t *E = &g_a[i];
+        if (!E->live || E->loop != loopi || E->orphan) continue;
+        if (E->kind == AK_TASK && E->next_step >= 0 && E->next_step <= r)
+            MFAIL("task %d: the step due in iteration %lld did not run", i, E->next_step);
+    }
+    for (int i = 0; i < MAXA; i++) {
+        aux_t *E = &g_a[i];
+        if (!E->live || E->loop != loopi || E->orphan || E->due != r) continue;
+        E->due = -1;
+        if (E->st != ST_P) continue;
+        if (E->kind == AK_SLEEP) {
+            E->st = ST_R; /* the future owns the value now */
+        } else if (E->kind == AK_WRAP) {
+            E->st = E->due_st;
+            E->vid = E->due_vid;
+            E->code = E->due_code;
+            if (E->st == ST_C) E->cmsg = E->due_msg;
+            else E->emsg = E->due_msg;
+            g_stat_mirrors[E->st - ST_R]++;
+        } else if (E->kind == AK_SRC) {
+            E->st = ST_C; /* its wrapper was cancelled */
+            E->cmsg = E->due_msg;
+            g_stat_mirrors[3]++;
+            continue;
+        }
+        aux_on_done(i, r + 1);
+    }
+    for (int i = 0; i < MAXA; i++) {
+        aux_t *E = &g_a[i];
+        if (!E->live || E->loop != loopi) continue;
+        if (E->free_by >= 0 && E->free_by <= r) {
+            ax_expect_freed(E->vid, "sleep value");
+            g_stat_value_frees[E->st == ST_C]++;
+            E->free_by = -1;
+        }
+        if (E->kind == AK_TASK && E->ended_at >= 0) {
+            ax_expect_freed(E->udid, "task userdata after its last step");
+            g_stat_task_end[E->st - ST_R]++;
+            E->ended_at = -1;
+        }
+        aux_check(i);
+        aux_remove_maybe(i);
+    }
+}
+
+/* Model side of closing loop `loopi` (before the real close). */
+static void aux_close_model(int loopi) {
+    for (int i = 0; i < MAXA; i++) {
+        aux_t *E = &g_a[i];
+        if (!E->live || E->loop != loopi || E->orphan) continue;
+        if (E->kind == AK_TASK && E->st == ST_P) {
+            E->st = ST_C;
+            E->cmsg = "the loop was closed";
+            if (E->awaited >= 0) g_a[E->awaited].waiter = -1;
+            E->awaited = -1;
+            E->next_step = -1;
+            E->pend = false;
+            E->close_free = true;
+            if (E->held || k_strict_released_task_report) g_destroyed_expected++;
+            else g_destroyed_maybe++;
+            TRACE("aux: close ends task %d (held %d, awaiting kind %d, pos %d/%d)\n", i, E->held,
+                  E->awaited >= 0 ? g_a[E->awaited].kind : 0, E->pos, E->nscript);
+        }
+        if (E->kind == AK_SLEEP && E->vid && (E->st == ST_P || E->free_by >= 0)) E->close_free = true;
+        E->free_by = -1;
+        E->due = -1;
+        E->waiter = -1;
+        if (E->kind == AK_WRAP && E->peer >= 0) {
+            g_a[E->peer].orphan = true;
+            g_a[E->peer].due = -1;
+        }
+    }
+}
+
+/* After the real close (or free) of loop `loopi`. */
+static void aux_after_close(int loopi) {
+    for (int i = 0; i < MAXA; i++) {
+        aux_t *E = &g_a[i];
+        if (!E->live || E->loop != loopi) continue;
+        if (E->close_free) {
+            E->close_free = false;
+            if (E->kind == AK_TASK) {
+                ax_expect_freed(E->udid, "task userdata at the close");
+                aux_check(i); /* CANCELLED, "the loop was closed" */
+                g_stat_closed_tasks++;
+            } else {
+                ax_expect_freed(E->vid, "sleep value at the close");
+                g_stat_value_frees[2]++;
+            }
+        }
+        if (E->kind == AK_TASK && E->ended_at >= 0) E->ended_at = -1;
+        E->orphan = true;
+    }
+    for (int i = 0; i < MAXA; i++)
+        if (g_a[i].live && g_a[i].loop == loopi) aux_remove_maybe(i);
+}
+
+/* Releases what we hold of loop `loopi` (freed) so that its slot can be reused. */
+static void aux_release_loop(int loopi) {
+    for (int i = 0; i < MAXA; i++)
+        if (g_a[i].live && g_a[i].loop == loopi) aux_release(i);
+}
+
+static void aux_teardown(void) {
+    for (int i = 0; i < MAXA; i++)
+        if (g_a[i].live) MFAIL("aux %d (kind %d) still live after teardown", i, g_a[i].kind);
+    for (uint32_t k = 1; k < g_nax; k++) {
+        if (g_ax[k].refused ? g_ax[k].frees != 0 : g_ax[k].frees != 1)
+            MFAIL("aux id %u: freed %d times (refused %d)", k, g_ax[k].frees, g_ax[k].refused);
+    }
+    free(g_ax);
+    g_ax = NULL;
+    g_nax = g_capax = 0;
+}
+
 static int *g_due; /* run_once's due timers */
 static size_t g_capdue;
 
@@ -967,8 +1780,11 @@ static void act_run_once(int loopi) {
     g_stat_runs++;
     size_t ran = 777;
     g_calls++;
+    L->runs++;
+    g_njust_ended = 0;
     afut_status_t rc = afut_loop_run_once(L->l, 0, &ran);
     g_run_loop = -1;
+    g_njust_ended = 0; /* checked below (aux_after_run) */
     MCHECK_EQ(rc, AFUT_OK);
     if (g_nframes != 1) MFAIL("model: frames after run_once");
     while (b->head < b->n) {
@@ -977,12 +1793,19 @@ static void act_run_once(int loopi) {
         MFAIL("callback id %u (%s) did not run", it.id, it.kind == IT_CALL ? "call" : "done");
     }
     g_nframes = 0;
-    MCHECK_EQ(ran, g_ran);
+    if (L->aux) {
+        /* task steps, sleep timers and wrapper hops also count */
+        if (ran < g_ran) MFAIL("run_once ran %zu callbacks, the model's alone are %zu", ran, g_ran);
+        aux_after_run(loopi, (long long)L->runs);
+    } else {
+        MCHECK_EQ(ran, g_ran);
+    }
 }
 
 /* Closes a loop: everything queued is dropped (model side); then the real close. */
 static void model_close(int loopi) {
     mloop_t *L = &g_loops[loopi];
+    aux_close_model(loopi);
     L->closed = true;
     for (size_t i = 0; i < L->q.n; i++) {
         item_t it = L->q.v[i];
@@ -1020,6 +1843,7 @@ static void new_loop(void) {
         if (!g_loops[j].freed) continue;
         for (int s = 0; s < MAXF; s++)
             while (g_f[s].live && g_f[s].loop == j && g_f[s].urefs > 0) act_unref(s);
+        aux_release_loop(j);
         if (!g_loops[j].used) i = j;
     }
     if (i == MAXL) MFAIL("model: out of loops");
@@ -1036,6 +1860,7 @@ static void new_loop(void) {
     L->capliveh = cl;
     L->used = true;
     L->epoch = ++g_epoch;
+    L->aux = rnd(2) != 0;
     g_calls++;
     L->l = afut_loop_new();
     if (!L->l) MFAIL("afut_loop_new failed");
@@ -1059,6 +1884,7 @@ static void free_loop(int loopi) {
     model_free(L->handler_id);
     g_calls++;
     afut_loop_free(L->l);
+    aux_after_close(loopi);
     L->freed = true;
     if (L->nfuts == 0) L->used = false;
 }
@@ -1075,6 +1901,7 @@ static void act_loop_cycle(void) {
             model_close(g_cur);
             g_calls++;
             MCHECK_EQ(afut_loop_close(g_loops[g_cur].l), AFUT_OK);
+            aux_after_close(g_cur);
             if (rnd(2)) {
                 g_calls++;
                 MCHECK_EQ(afut_loop_close(g_loops[g_cur].l), AFUT_OK); /* idempotent */
@@ -1186,6 +2013,7 @@ static item_t expect_next(bool done) {
 static void on_done(afut_t *fut, void *ud, uint8_t fn) {
     uint32_t id = (uint32_t)(uintptr_t)ud;
     if (!on_loop_thread()) MFAIL("done-callback on another thread");
+    aux_check_just_ended();
     item_t it = expect_next(true);
     if (it.kind != IT_DONE || it.id != id || it.fn != fn)
         MFAIL("done-callback (fn %d, id %u) ran; expected %s id %u fn %d", fn, id,
@@ -1212,6 +2040,7 @@ static void done_cb1(afut_t *fut, void *ud) { on_done(fut, ud, 1); }
 static void loop_cb(void *ud) {
     uint32_t id = (uint32_t)(uintptr_t)ud;
     if (!on_loop_thread()) MFAIL("callback on another thread");
+    aux_check_just_ended();
     if (g_nframes != 1 || !g_frame_is_loop[0]) MFAIL("a scheduled callback ran outside its loop's batch");
     item_t it = expect_next(false);
     if (it.kind != IT_CALL || it.id != id)
@@ -1233,7 +2062,9 @@ static void step(void) {
     uint32_t r = rnd(100);
     int s = pick_slot(true);
     mloop_t *L = cur_loop();
-    if (r < 8 || s < 0) {
+    if (L && L->aux && rnd(8) == 0) {
+        aux_action(g_cur);
+    } else if (r < 8 || s < 0) {
         act_new();
     } else if (r < 16) {
         act_set_result(s);
@@ -1284,6 +2115,7 @@ static void teardown(void) {
     for (int s = 0; s < MAXF; s++) {
         while (g_f[s].live && g_f[s].urefs > 0) act_unref(s);
     }
+    for (int i = 0; i < MAXA; i++) aux_release(i);
     check_step();
     if (g_old >= 0) free_loop(g_old);
     if (g_cur >= 0) free_loop(g_cur);
@@ -1291,6 +2123,7 @@ static void teardown(void) {
     check_step();
     for (int s = 0; s < MAXF; s++)
         if (g_f[s].live) MFAIL("slot %d still live after teardown", s);
+    aux_teardown();
     for (int i = 0; i < MAXL; i++) {
         free(g_loops[i].q.v);
         free(g_loops[i].timers);
@@ -1314,6 +2147,11 @@ static void model_reset(uint64_t seed, const uint8_t *bytes, size_t n) {
     g_stat_frees += (unsigned long long)g_model_frees;
     g_stat_reports += (unsigned long long)g_reports_expected;
     memset(g_f, 0, sizeof g_f);
+    memset(g_a, 0, sizeof g_a);
+    g_ax = NULL;
+    g_nax = g_capax = 0;
+    g_destroyed_expected = g_destroyed_actual = g_destroyed_maybe = 0;
+    g_njust_ended = 0;
     memset(g_loops, 0, sizeof g_loops);
     memset(g_frames, 0, sizeof g_frames);
     g_ids = NULL;
@@ -1666,7 +2504,7 @@ static void run_seed(uint64_t seed, unsigned long long calls) {
     g_total_checks += g_checks;
 }
 
-/* SEMANTICS.md 1-2, 5 (R1-R9) against a reference model; issue 7 item 2. */
+/* SEMANTICS.md 1-3, 5 (R1-R9) against a reference model; issue 7 item 2. */
 TEST(model_random_sequences) {
     const char *env_seed = getenv("AFUT_SEED");
     const char *env_calls = getenv("AFUT_MODEL_CALLS");
@@ -1692,6 +2530,16 @@ TEST(model_random_sequences) {
     printf("model: %llu callbacks ran in %llu run_once calls, %llu frees and %llu never-retrieved "
            "reports matched the model, %llu loop close/free cycles\n",
            g_stat_callbacks, g_stat_runs, g_stat_frees, g_stat_reports, g_stat_cycles);
+    printf("model: %llu tasks (%llu steps, %llu cancelled from outside), %llu sleeps, %llu wrapped "
+           "loop-less futures\n",
+           g_stat_tasks, g_stat_steps, g_stat_task_cancels, g_stat_sleeps, g_stat_wraps);
+    printf("model: tasks ended by their step with a result %llu, an exception %llu, cancelled %llu; "
+           "%llu pending at a close ended CANCELLED; sleep values freed after completion %llu, "
+           "cancel %llu, close %llu; wrappers mirrored %llu results, %llu exceptions, %llu "
+           "cancels, cancelled %llu sources\n",
+           g_stat_task_end[0], g_stat_task_end[1], g_stat_task_end[2], g_stat_closed_tasks,
+           g_stat_value_frees[0], g_stat_value_frees[1], g_stat_value_frees[2], g_stat_mirrors[0],
+           g_stat_mirrors[1], g_stat_mirrors[2], g_stat_mirrors[3]);
     printf("model: completion races with another thread: cancel won %llu, the thread won %llu\n",
            g_stat_race_main, g_stat_race_thread);
     printf("model: %llu calls tried, %llu verification calls\n", g_total_calls, g_total_checks);
@@ -1724,9 +2572,49 @@ TEST(regression_loopless_last_ref_dropped_in_callback) {
     CHECK(g_reg_live);
 }
 
+/* Found by this model (aux tasks; with k_strict_released_task_report = true, AFUT_SEED=2
+ * fails at step 98529): afut.h afut_task_new, "Lifetime": a
+ * fire-and-forget task (afut_unref'ed at once, kept alive by the loop) that is still pending
+ * when the loop closes ends CANCELLED and is reported "Task was destroyed but it is pending!"
+ * to the exception handler, as asyncio reports a pending task that goes away (SEMANTICS.md
+ * F15, T1). The library frees it (userdata freed once) but reports it only while the
+ * application still holds a reference. */
+static int g_td_reports, g_td_frees;
+static void td_handler(afut_loop_t *loop, const afut_error_context_t *ctx, void *ud) {
+    (void)loop;
+    (void)ud;
+    if (ctx && ctx->message && strcmp(ctx->message, "Task was destroyed but it is pending!") == 0) g_td_reports++;
+}
+static void td_step(afut_t *task, afut_t *awaited, void *ud) {
+    (void)task;
+    (void)awaited;
+    (void)ud; /* yields forever */
+}
+static void td_free(void *p) {
+    (void)p;
+    g_td_frees++;
+}
+TEST(task_released_pending_at_close_is_reported) {
+    for (int variant = 0; variant < 2; variant++) { /* 0: afut_loop_close, 1: afut_loop_free */
+        g_td_reports = g_td_frees = 0;
+        afut_loop_t *loop = afut_loop_new();
+        afut_loop_set_exception_handler(loop, td_handler, NULL, NULL);
+        afut_t *t = afut_task_new(loop, td_step, NULL, td_free);
+        CHECK(t != NULL);
+        CHECK_EQ_INT(afut_loop_run_once(loop, 0, NULL), AFUT_OK); /* first step: yields */
+        afut_unref(t); /* fire and forget: the loop keeps it alive */
+        if (variant == 0) CHECK_EQ_INT(afut_loop_close(loop), AFUT_OK);
+        else afut_loop_free(loop);
+        CHECK_EQ_INT(g_td_frees, 1);
+        CHECK_EQ_INT(g_td_reports, 1);
+        if (variant == 0) afut_loop_free(loop);
+    }
+}
+
 int main(void) {
     RUN(model_random_sequences);
     RUN(regression_loopless_last_ref_dropped_in_callback);
+    RUN(task_released_pending_at_close_is_reported);
     TEST_END();
 }
 
