@@ -24,8 +24,7 @@ fn main() {
     // rustc already gives the cdylib a version script that exports only the
     // #[no_mangle] functions, i.e. the afut_* API (checked by a test).
 
-    let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml"))
-        .expect("cbindgen.toml is readable");
+    let mut config = cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml is readable");
     let version = env::var("CARGO_PKG_VERSION").unwrap();
     config.after_includes = Some(format!(
         "{}\n/** The library version this header belongs to; afut_version() returns it as a string. */\n\

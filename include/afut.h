@@ -229,6 +229,10 @@ extern "C" {
 // Ownership: returns a new reference owned by the caller; the gather keeps a reference to each
 // child until it is freed. The caller keeps its own references to the inputs.
 // Bad input: NULL `loop`, NULL `futs` with `n > 0`, or a NULL entry returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
 struct afut_t *afut_gather(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, bool return_exceptions);
 
 // The child at argument position `index` of a gather (see `afut_gather`), whatever the
@@ -237,6 +241,9 @@ struct afut_t *afut_gather(struct afut_loop_t *loop, struct afut_t *const *futs,
 // Thread: any.
 // Ownership: borrowed from the gather; valid as long as the gather lives.
 // Bad input: NULL, a future that is not a gather, or `index >= n` returns NULL.
+//
+// # Safety
+// `gather` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 struct afut_t *afut_gather_child(const struct afut_t *gather, size_t index);
 
 // asyncio `wait_for(fut, timeout)`: a future of `loop` that completes like `fut`, unless
@@ -256,6 +263,10 @@ struct afut_t *afut_gather_child(const struct afut_t *gather, size_t index);
 // Thread: any.
 // Ownership: returns a new reference owned by the caller; the caller keeps its own on `fut`.
 // Bad input: NULL `loop` or `fut`, or NaN `timeout_s`, returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 struct afut_t *afut_wait_for(struct afut_loop_t *loop, struct afut_t *fut, double timeout_s);
 
 // asyncio `shield(fut)`: protects `fut` from cancellation. If `fut` (after
@@ -268,6 +279,10 @@ struct afut_t *afut_wait_for(struct afut_loop_t *loop, struct afut_t *fut, doubl
 // Ownership: returns a new reference owned by the caller; values and details are borrowed
 // from `fut`, which the outer future keeps alive.
 // Bad input: NULL `loop` or `fut` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 struct afut_t *afut_shield(struct afut_loop_t *loop, struct afut_t *fut);
 
 // asyncio `wait(futs, timeout=..., return_when=...)`: a future of `loop` that completes with
@@ -288,6 +303,10 @@ struct afut_t *afut_shield(struct afut_loop_t *loop, struct afut_t *fut);
 // Ownership: returns a new reference owned by the caller; it keeps a reference to each input.
 // Bad input: NULL `loop`, `n == 0` (asyncio ValueError), NULL `futs` or a NULL entry, an
 // unknown `return_when`, or a NaN `timeout_s` returns NULL. `INFINITY`: no timeout.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
 struct afut_t *afut_wait_many(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, double timeout_s, int32_t return_when);
 
 // The done / pending sets of a completed `afut_wait_many` future: the same pointer as its
@@ -297,6 +316,9 @@ struct afut_t *afut_wait_many(struct afut_loop_t *loop, struct afut_t *const *fu
 // Ownership: borrowed from the wait future; valid as long as it lives.
 // Returns: NULL while the wait is pending, if it was cancelled, or if `wait` is not one.
 // Bad input: NULL returns NULL.
+//
+// # Safety
+// `wait` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 const struct afut_wait_result_t *afut_wait_many_result(const struct afut_t *wait);
 
 // asyncio `as_completed(futs, timeout=...)`: writes to `out` one new future per distinct
@@ -312,6 +334,10 @@ const struct afut_wait_result_t *afut_wait_many_result(const struct afut_t *wait
 // Returns: the number of futures written (the number of distinct inputs, at most `n`).
 // Bad input: NULL `loop` or `out`, NULL `futs` with `n > 0`, a NULL entry, or a NaN
 // `timeout_s` returns 0 and writes nothing.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
 size_t afut_as_completed(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, double timeout_s, struct afut_t **out);
 
 // Creates an event loop (asyncio `new_event_loop()`).
@@ -330,6 +356,9 @@ struct afut_loop_t *afut_loop_new(void);
 // Thread: the loop's thread. Called while the loop runs (from one of its callbacks) it does
 // nothing but report the misuse on stderr.
 // Bad input: NULL is a no-op.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 void afut_loop_free(struct afut_loop_t *loop);
 
 // Closes the loop (asyncio `close()`): every queued callback and timer is dropped, each
@@ -341,22 +370,34 @@ void afut_loop_free(struct afut_loop_t *loop);
 // Returns: `AFUT_OK`; `AFUT_ERR_LOOP_RUNNING` while the loop runs (from a callback or from
 // another thread).
 // Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 afut_status_t afut_loop_close(struct afut_loop_t *loop);
 
 // True while a `run_*` call is executing the loop (on whichever thread).
 //
 // Thread: any. Bad input: NULL returns false.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 bool afut_loop_is_running(const struct afut_loop_t *loop);
 
 // True once the loop was closed.
 //
 // Thread: any. Bad input: NULL returns false.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 bool afut_loop_is_closed(const struct afut_loop_t *loop);
 
 // The loop's clock (asyncio `loop.time()`): monotonic seconds, the time base of
 // `afut_loop_call_at`.
 //
 // Thread: any. Bad input: NULL returns NaN.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 double afut_loop_time(const struct afut_loop_t *loop);
 
 // Runs the loop until `fut` is done (asyncio `run_until_complete`). A loop-less `fut` is
@@ -371,6 +412,10 @@ double afut_loop_time(const struct afut_loop_t *loop);
 // poisoned loop.
 // Bad input: NULL `loop` or `fut`, or a `fut` bound to another loop, returns
 // `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 afut_status_t afut_loop_run_until_complete(struct afut_loop_t *loop, struct afut_t *fut);
 
 // Runs the loop until `afut_loop_stop` (asyncio `run_forever`). A stop requested before the
@@ -380,6 +425,9 @@ afut_status_t afut_loop_run_until_complete(struct afut_loop_t *loop, struct afut
 // Returns: `AFUT_OK` after a stop; `AFUT_ERR_LOOP_RUNNING`; `AFUT_ERR_LOOP_CLOSED`;
 // `AFUT_ERR_PANIC` on a poisoned loop.
 // Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 afut_status_t afut_loop_run_forever(struct afut_loop_t *loop);
 
 // Asks the running loop to stop (asyncio `stop()`): the current batch of callbacks finishes,
@@ -389,6 +437,9 @@ afut_status_t afut_loop_run_forever(struct afut_loop_t *loop);
 //
 // Thread: any; from another thread it also wakes the loop.
 // Bad input: NULL is a no-op.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 void afut_loop_stop(struct afut_loop_t *loop);
 
 // Schedules `cb(userdata)` to run in the loop's next iteration (asyncio `call_soon`).
@@ -402,12 +453,22 @@ void afut_loop_stop(struct afut_loop_t *loop);
 // On failure (0) it stays the caller's and nothing is freed.
 // Returns: a handle for `afut_loop_cancel`; 0 if the loop is closed.
 // Bad input: NULL `loop` or `cb` returns 0.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 afut_handle_t afut_loop_call_soon(struct afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Exactly `afut_loop_call_soon` (every afut scheduling function is thread-safe); kept for
 // asyncio's name. A closed loop is refused atomically: 0, and `userdata` stays the caller's.
 //
 // Thread: any. Ownership and bad input: as `afut_loop_call_soon`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 afut_handle_t afut_loop_call_soon_threadsafe(struct afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Schedules `cb(userdata)` after `delay_s` seconds (asyncio `call_later`). A delay <= 0 is due
@@ -418,6 +479,11 @@ afut_handle_t afut_loop_call_soon_threadsafe(struct afut_loop_t *loop, afut_call
 // Thread: any. Ownership: as `afut_loop_call_soon`.
 // Returns: a handle; 0 if the loop is closed.
 // Bad input: NULL `loop` or `cb`, or NaN `delay_s`, returns 0.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 afut_handle_t afut_loop_call_later(struct afut_loop_t *loop, double delay_s, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Schedules `cb(userdata)` at `when` on the loop's clock (`afut_loop_time`) (asyncio
@@ -426,6 +492,11 @@ afut_handle_t afut_loop_call_later(struct afut_loop_t *loop, double delay_s, afu
 // Thread: any. Ownership: as `afut_loop_call_soon`.
 // Returns: a handle; 0 if the loop is closed.
 // Bad input: NULL `loop` or `cb`, or NaN `when`, returns 0.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 afut_handle_t afut_loop_call_at(struct afut_loop_t *loop, double when, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Cancels a scheduled callback that has not started (asyncio `Handle.cancel()`); its
@@ -435,6 +506,9 @@ afut_handle_t afut_loop_call_at(struct afut_loop_t *loop, double when, afut_call
 // Returns: true iff this call cancelled it; false for 0, unknown, running, already-run or
 // already-cancelled handles.
 // Bad input: NULL `loop` returns false.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 bool afut_loop_cancel(struct afut_loop_t *loop, afut_handle_t handle);
 
 // The loop's pollable fd, for hosts that own the wait (epoll, poll, libuv, GLib, asyncio).
@@ -448,6 +522,9 @@ bool afut_loop_cancel(struct afut_loop_t *loop, afut_handle_t handle);
 //
 // Thread: any.
 // Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 int afut_loop_fd(struct afut_loop_t *loop);
 
 // How long a host may wait before calling `afut_loop_run_once`: -1 if nothing is scheduled
@@ -456,6 +533,9 @@ int afut_loop_fd(struct afut_loop_t *loop);
 //
 // Thread: any.
 // Bad input: NULL returns -1; so does a closed loop.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 int afut_loop_timeout_ms(const struct afut_loop_t *loop);
 
 // Runs one iteration: waits up to `timeout_ms` for work (0: no wait, -1: until there is
@@ -468,6 +548,10 @@ int afut_loop_timeout_ms(const struct afut_loop_t *loop);
 // `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_PANIC` on a poisoned loop. `*ran_out` is written only on
 // `AFUT_OK`.
 // Bad input: NULL `loop` returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `ran_out` is NULL or valid for one write of its type.
 afut_status_t afut_loop_run_once(struct afut_loop_t *loop, int timeout_ms, size_t *ran_out);
 
 // Installs the handler for errors that have no caller to return to (asyncio
@@ -481,6 +565,11 @@ afut_status_t afut_loop_run_once(struct afut_loop_t *loop, int timeout_ms, size_
 // handler is replaced or the loop freed (after any call in flight returns). With a NULL
 // `handler`, `userdata_free(userdata)` (if any) is called at once.
 // Bad input: NULL `loop` does nothing (and frees nothing).
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `handler` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 void afut_loop_set_exception_handler(struct afut_loop_t *loop, afut_exception_handler_fn handler, void *userdata, afut_free_fn userdata_free);
 
 // Debug mode (asyncio `set_debug`): also report callbacks that take 0.1 s or more, as
@@ -488,6 +577,9 @@ void afut_loop_set_exception_handler(struct afut_loop_t *loop, afut_exception_ha
 // never-retrieved report is made whatever the mode.
 //
 // Thread: any. Bad input: NULL is a no-op.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 void afut_loop_set_debug(struct afut_loop_t *loop, bool enabled);
 
 // For hosts with no fd to poll (a GUI message loop, another language's runtime): `wakeup`
@@ -502,6 +594,11 @@ void afut_loop_set_debug(struct afut_loop_t *loop, bool enabled);
 // Ownership: `userdata_free(userdata)` is called once when the hook is replaced or the loop
 // freed (at once for a NULL `wakeup`).
 // Bad input: NULL `loop` does nothing (and frees nothing).
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `wakeup` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 void afut_loop_set_wakeup_fn(struct afut_loop_t *loop, afut_callback_fn wakeup, void *userdata, afut_free_fn userdata_free);
 
 // Creates a future bound to `loop` (asyncio `loop.create_future()`).
@@ -509,6 +606,9 @@ void afut_loop_set_wakeup_fn(struct afut_loop_t *loop, afut_callback_fn wakeup, 
 // Thread: any.
 // Ownership: returns a new reference owned by the caller (release it with `afut_unref`).
 // Bad input: NULL `loop` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 struct afut_t *afut_loop_create_future(struct afut_loop_t *loop);
 
 // Creates a future (asyncio `Future(loop=loop)`).
@@ -521,6 +621,9 @@ struct afut_t *afut_loop_create_future(struct afut_loop_t *loop);
 // Thread: any.
 // Ownership: returns a new reference owned by the caller.
 // Bad input: none (NULL is a valid `loop`).
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 struct afut_t *afut_new(struct afut_loop_t *loop);
 
 // Adds a reference to `fut` and returns `fut`.
@@ -528,6 +631,9 @@ struct afut_t *afut_new(struct afut_loop_t *loop);
 // Thread: any.
 // Bad input: NULL returns NULL. A future whose never-retrieved report is running (see
 // `afut_error_context_t`) cannot be kept: returns NULL and adds nothing.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 struct afut_t *afut_ref(struct afut_t *fut);
 
 // Releases one reference. When the last one goes, the future is freed: its value's
@@ -538,6 +644,9 @@ struct afut_t *afut_ref(struct afut_t *fut);
 //
 // Thread: any.
 // Bad input: NULL is a no-op; so is a future whose never-retrieved report is running.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 void afut_unref(struct afut_t *fut);
 
 // Completes `fut` with `value` (asyncio `set_result`). Its done-callbacks are scheduled on
@@ -551,6 +660,10 @@ void afut_unref(struct afut_t *fut);
 // Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` if `fut` is already done (cancelled included).
 // If the loop is closed the future still completes (`AFUT_OK`) and its callbacks are dropped.
 // Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `value_free` is NULL or a function with the documented signature, callable as this documentation says.
 afut_status_t afut_set_result(struct afut_t *fut, void *value, afut_free_fn value_free);
 
 // Completes `fut` with an exception (asyncio `set_exception`): `code` (the application's, not
@@ -563,6 +676,11 @@ afut_status_t afut_set_result(struct afut_t *fut, void *value, afut_free_fn valu
 // NULL) once when freed. On any error `detail` stays the caller's.
 // Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` if already done.
 // Bad input: NULL `fut` or `code == 0` returns `AFUT_ERR_INVALID_ARGUMENT`, changing nothing.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `message` is NULL or a NUL-terminated string, read only during the call.
+// `detail_free` is NULL or a function with the documented signature, callable as this documentation says.
 afut_status_t afut_set_exception(struct afut_t *fut, int32_t code, const char *message, void *detail, afut_free_fn detail_free);
 
 // Reads the outcome (asyncio `result()`).
@@ -573,6 +691,10 @@ afut_status_t afut_set_exception(struct afut_t *fut, int32_t code, const char *m
 // `AFUT_ERR_EXCEPTION` if it holds an exception (now counted as retrieved; read it with
 // `afut_exception`); `AFUT_ERR_CANCELLED`; `AFUT_ERR_INVALID_STATE` while pending.
 // Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`. `value_out` may be NULL.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `value_out` is NULL or valid for one write of its type.
 afut_status_t afut_result(struct afut_t *fut, void **value_out);
 
 // Reads the exception (asyncio `exception()`), marking it retrieved.
@@ -584,16 +706,26 @@ afut_status_t afut_result(struct afut_t *fut, void **value_out);
 // result; `AFUT_OK` with the exception if it has one; `AFUT_ERR_CANCELLED`;
 // `AFUT_ERR_INVALID_STATE` while pending. `*out` is written only on `AFUT_OK`.
 // Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`. `out` may be NULL.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `out` is NULL or valid for one write of its type.
 afut_status_t afut_exception(struct afut_t *fut, struct afut_exception_t *out);
 
 // True once the future is finished or cancelled.
 //
 // Thread: any. Bad input: NULL returns false.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 bool afut_done(const struct afut_t *fut);
 
 // True if the future was cancelled.
 //
 // Thread: any. Bad input: NULL returns false.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 bool afut_cancelled(const struct afut_t *fut);
 
 // Cancels a pending future (asyncio `cancel(msg)`), storing a copy of `msg` (may be NULL),
@@ -603,6 +735,10 @@ bool afut_cancelled(const struct afut_t *fut);
 // Thread: any.
 // Returns: true if this call cancelled the future; false if it was already done.
 // Bad input: NULL `fut` returns false.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `msg` is NULL or a NUL-terminated string, read only during the call.
 bool afut_cancel(struct afut_t *fut, const char *msg);
 
 // The message given to the `afut_cancel` call that cancelled the future.
@@ -612,6 +748,9 @@ bool afut_cancel(struct afut_t *fut, const char *msg);
 // future lives.
 // Returns: NULL if the future is not cancelled or was cancelled without a message.
 // Bad input: NULL returns NULL.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 const char *afut_cancel_message(const struct afut_t *fut);
 
 // Registers `cb(fut, userdata)` to run once the future is done.
@@ -630,6 +769,11 @@ const char *afut_cancel_message(const struct afut_t *fut);
 // Returns: `AFUT_OK`; `AFUT_ERR_LOOP_CLOSED` if the future is done and its loop closed.
 // Bad input: NULL `fut` or `cb` returns `AFUT_ERR_INVALID_ARGUMENT`; a future whose
 // never-retrieved report is running returns `AFUT_ERR_INVALID_STATE`.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 afut_status_t afut_add_done_callback(struct afut_t *fut, afut_done_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Removes every registered entry equal to `(cb, userdata)` (asyncio `remove_done_callback`),
@@ -639,6 +783,10 @@ afut_status_t afut_add_done_callback(struct afut_t *fut, afut_done_fn cb, void *
 // Thread: any.
 // Returns: how many entries were removed (0 once the future is done).
 // Bad input: NULL `fut` or `cb` returns 0.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
 size_t afut_remove_done_callback(struct afut_t *fut, afut_done_fn cb, void *userdata);
 
 // The loop the future is bound to.
@@ -647,6 +795,9 @@ size_t afut_remove_done_callback(struct afut_t *fut, afut_done_fn cb, void *user
 // Ownership: borrowed; the caller's `afut_loop_new` reference is what keeps it valid.
 // Returns: NULL for a loop-less future, or once the loop was freed with `afut_loop_free`.
 // Bad input: NULL returns NULL.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 struct afut_loop_t *afut_get_loop(const struct afut_t *fut);
 
 // Writes an asyncio-style description into `buf`, with snprintf's rules: at most `len - 1`
@@ -659,6 +810,10 @@ struct afut_loop_t *afut_get_loop(const struct afut_t *fut);
 // Thread: any.
 // Returns: the length of the full description (excluding the NUL), as snprintf does.
 // Bad input: NULL `fut` describes as `<NULL>`; NULL `buf` writes nothing.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `buf` is NULL or valid for writes of `len` bytes.
 size_t afut_describe(const struct afut_t *fut, char *buf, size_t len);
 
 // Blocks the calling thread until the future is done, whatever its outcome.
@@ -668,6 +823,9 @@ size_t afut_describe(const struct afut_t *fut, char *buf, size_t len);
 // complete): that returns `AFUT_ERR_WRONG_THREAD` without waiting.
 // Returns: `AFUT_OK` when done; `AFUT_ERR_TIMEOUT`.
 // Bad input: NULL `fut` or NaN `timeout_s` returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 afut_status_t afut_wait(struct afut_t *fut, double timeout_s);
 
 // True iff `obj` is a live future or task handle of this library.
@@ -677,6 +835,9 @@ afut_status_t afut_wait(struct afut_t *fut, double timeout_s);
 // answers false while its memory is not reused.
 //
 // Thread: any. Bad input: NULL returns false.
+//
+// # Safety
+// `obj` is NULL or points to at least 16 readable bytes.
 bool afut_isfuture(const void *obj);
 
 // asyncio `ensure_future` for futures: `obj` itself (as a new reference) if it is bound to
@@ -685,6 +846,10 @@ bool afut_isfuture(const void *obj);
 // Thread: any.
 // Ownership: returns a new reference owned by the caller.
 // Bad input: NULL `loop` or `obj` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `obj` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 struct afut_t *afut_ensure_future(struct afut_loop_t *loop, struct afut_t *obj);
 
 // A future bound to `loop` that mirrors `other` (a loop-less future or one of another loop;
@@ -697,6 +862,10 @@ struct afut_t *afut_ensure_future(struct afut_loop_t *loop, struct afut_t *obj);
 // Ownership: returns a new reference owned by the caller. The mirrored value or detail is
 // borrowed from `other`, which the wrapper keeps a reference to until it is freed.
 // Bad input: NULL `loop` or `other` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `other` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 struct afut_t *afut_wrap_future(struct afut_loop_t *loop, struct afut_t *other);
 
 // A future of `loop` that a timer completes with `value` after `delay_s` seconds (asyncio
@@ -711,6 +880,10 @@ struct afut_t *afut_wrap_future(struct afut_loop_t *loop, struct afut_t *other);
 // On failure `value` stays the caller's. The loop holds a reference to the future until that
 // next iteration, so its last `afut_unref` may come one iteration after yours.
 // Bad input: NULL `loop` or NaN `delay_s` returns NULL; so does a closed loop.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `value_free` is NULL or a function with the documented signature, callable as this documentation says.
 struct afut_t *afut_sleep(struct afut_loop_t *loop, double delay_s, void *value, afut_free_fn value_free);
 
 // The library version, "MAJOR.MINOR.PATCH" (equal to `AFUT_VERSION_STRING` of the header the
@@ -800,6 +973,11 @@ const char *afut_status_str(int32_t status);
 // `userdata` (see Lifetime); on failure it stays the caller's.
 // Returns: NULL if the loop is closed.
 // Bad input: NULL `loop` or `step` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `step` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 struct afut_t *afut_task_new(struct afut_loop_t *loop, afut_step_fn step, void *userdata, afut_free_fn userdata_free);
 
 // Makes `task` await `fut` (asyncio `await fut` inside the coroutine): the task's next step
@@ -815,11 +993,18 @@ struct afut_t *afut_task_new(struct afut_loop_t *loop, afut_step_fn step, void *
 // first); `AFUT_ERR_LOOP_CLOSED` if `fut` is done and the loop closed.
 // Bad input: NULL `task` or `fut`, or a `task` that is not a task, returns
 // `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 afut_status_t afut_task_await(struct afut_t *task, struct afut_t *fut);
 
 // True iff `fut` is a task (created by `afut_task_new`).
 //
 // Thread: any. Bad input: NULL returns false.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 bool afut_is_task(const struct afut_t *fut);
 
 // The number of cancel requests of the task not withdrawn with `afut_task_uncancel` (asyncio
@@ -827,6 +1012,9 @@ bool afut_is_task(const struct afut_t *fut);
 //
 // Thread: any.
 // Bad input: NULL or a future that is not a task returns -1.
+//
+// # Safety
+// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 int afut_task_cancelling(const struct afut_t *task);
 
 // Withdraws one cancel request (asyncio 3.13 `Task.uncancel()`): decrements the count
@@ -836,6 +1024,9 @@ int afut_task_cancelling(const struct afut_t *task);
 // Thread: any (normally the task's own step).
 // Returns: the remaining count.
 // Bad input: NULL or a future that is not a task returns -1.
+//
+// # Safety
+// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 int afut_task_uncancel(struct afut_t *task);
 
 // True while a cancel request of the task is pending: one that found no awaited future to
@@ -848,6 +1039,10 @@ int afut_task_uncancel(struct afut_t *task);
 // Ownership: `*msg_out` (may be NULL) receives the pending message or NULL; it is borrowed
 // from the task and valid as long as the task lives. Written only when returning true.
 // Bad input: NULL or a future that is not a task returns false.
+//
+// # Safety
+// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `msg_out` is NULL or valid for one write of its type.
 bool afut_task_cancel_requested(const struct afut_t *task, const char **msg_out);
 
 // Takes the pending cancel request of the task (see `afut_task_cancel_requested`), for
@@ -863,6 +1058,10 @@ bool afut_task_cancel_requested(const struct afut_t *task, const char **msg_out)
 // and valid as long as the task lives. Written only when returning true.
 // Returns: true if a request was pending and is now taken.
 // Bad input: NULL or a future that is not a task returns false.
+//
+// # Safety
+// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+// `msg_out` is NULL or valid for one write of its type.
 bool afut_task_take_cancel(struct afut_t *task, const char **msg_out);
 
 #ifdef __cplusplus

@@ -35,6 +35,8 @@ stage() {
 if [ $quick = 0 ]; then
     stage install-deps bash scripts/install-deps.sh
 fi
+# rustfmt and clippy keep the tree as rustfmt.toml and the lints say (warnings are errors).
+stage lint bash -c 'cargo fmt --check && cargo clippy --all-targets -- -D warnings'
 stage cargo-test cargo test --all-targets
 if [ $quick = 0 ]; then
     # AFUT_TSAN_RUST=1: the ThreadSanitizer runs also use a TSan-instrumented build of the

@@ -11,13 +11,13 @@ fn epoch() -> Instant {
 }
 
 /// The current time on the loop clock.
-pub fn now() -> f64 {
+pub(crate) fn now() -> f64 {
     epoch().elapsed().as_secs_f64()
 }
 
 /// The `Instant` of a loop-clock time (saturating at the epoch; `None` if it is not finite or
 /// too far away to represent).
-pub fn instant_of(when: f64) -> Option<Instant> {
+pub(crate) fn instant_of(when: f64) -> Option<Instant> {
     if !when.is_finite() {
         return None;
     }
@@ -29,7 +29,7 @@ pub fn instant_of(when: f64) -> Option<Instant> {
 
 /// Milliseconds from now until `when`, rounded up so that a waiter never wakes early and
 /// spins; 0 when due; `None` for "never" (clamped to one day, as asyncio does).
-pub fn ms_until(when: f64) -> Option<i32> {
+pub(crate) fn ms_until(when: f64) -> Option<i32> {
     if when == f64::INFINITY {
         return None;
     }

@@ -1,20 +1,27 @@
 //! afut: Python's asyncio Future, done right for C.
 //!
-//! The safe core mirrors asyncio's concepts, one module each; the C ABI lives in [`ffi`].
+//! The layers, bottom to top (each imports only from the ones below it; `tests/layers.rs`
+//! checks this):
+//! - [`abi`]: every type, constant and function-pointer type of the C header.
+//! - `callback`, `clock`, `thread_id`: C pointers and the only calls into C, the loop clock,
+//!   the calling thread's identity.
+//! - `futures`: asyncio's Future state machine and its done-callbacks.
+//! - `runtime`: the event loop, its timers, handles, wakeup and reports.
+//! - `tasks`: what is built from futures and the loop: tasks, combinators, `wrap_future`,
+//!   `sleep`.
+//! - [`ffi`]: the exported `afut_*` functions, the only place that turns C pointers into Rust
+//!   references.
+//!
 //! See ARCHITECTURE.md for how they fit together.
 
-pub mod callback;
-pub mod chain;
-pub mod combinators; // issue 5
-pub mod clock;
-pub mod eventloop;
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod abi;
+mod callback;
+mod clock;
+mod futures;
+mod runtime;
+mod tasks;
+mod thread_id;
+
 pub mod ffi;
-pub mod future;
-pub mod handles;
-pub mod report;
-pub mod sleep;
-pub mod status;
-pub mod task; // issue 5
-pub mod thread_id;
-pub mod timers;
-pub mod wakeup;

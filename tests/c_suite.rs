@@ -74,9 +74,7 @@ fn compile(src: &Path, flavour: Flavour, out_dir: &Path) -> PathBuf {
     match flavour {
         Flavour::Shared => {
             let lib = shared_lib_dir("c-tests-lib");
-            cmd.arg(format!("-L{}", lib.display()))
-                .arg("-lafut")
-                .arg(format!("-Wl,-rpath,{}", lib.display()));
+            cmd.arg(format!("-L{}", lib.display())).arg("-lafut").arg(format!("-Wl,-rpath,{}", lib.display()));
         }
         Flavour::Static => {
             cmd.arg(lib.join("libafut.a"));

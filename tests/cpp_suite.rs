@@ -54,24 +54,23 @@ fn compile(src: &Path, out_dir: &Path, cxx: bool, static_link: bool) -> PathBuf 
         cmd.arg(lib_dir().join("libafut.a")).args(STATIC_LIBS);
     } else {
         let lib = shared_lib_dir("cpp-tests-lib");
-        cmd.arg(format!("-L{}", lib.display()))
-            .arg("-lafut")
-            .arg(format!("-Wl,-rpath,{}", lib.display()));
+        cmd.arg(format!("-L{}", lib.display())).arg("-lafut").arg(format!("-Wl,-rpath,{}", lib.display()));
     }
     let out = cmd.output().unwrap_or_else(|e| panic!("run {compiler}: {e}"));
-    assert!(
-        out.status.success(),
-        "compiling {} failed:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "compiling {} failed:\n{}", src.display(), String::from_utf8_lossy(&out.stderr));
     exe
 }
 
 fn run(exe: &Path) -> std::process::Output {
     let mut cmd = if valgrind() {
         let mut c = Command::new("valgrind");
-        c.args(["-q", "--leak-check=full", "--errors-for-leak-kinds=definite", "--error-exitcode=99", "--fair-sched=yes"]);
+        c.args([
+            "-q",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite",
+            "--error-exitcode=99",
+            "--fair-sched=yes",
+        ]);
         c.arg(exe);
         c
     } else {

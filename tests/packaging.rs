@@ -30,9 +30,7 @@ fn manifest_dir() -> PathBuf {
 /// Scratch space that survives between runs (`target/tmp/packaging`), so the cargo
 /// build in `built()` is incremental.
 fn tmp_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("packaging")
-        .join(name);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("packaging").join(name);
     std::fs::create_dir_all(&dir).expect("create a scratch directory");
     dir
 }
@@ -51,8 +49,7 @@ fn on_path(tool: &str) -> bool {
     if path.components().count() > 1 {
         return path.is_file();
     }
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 /// True if `tool` can be run. Otherwise the check is skipped (false), or fails under CI.
@@ -61,18 +58,14 @@ fn require(tool: &str, check: &str) -> bool {
         return true;
     }
     if in_ci() {
-        panic!(
-            "{check}: `{tool}` is not installed, and CI=true requires every packaging check to run"
-        );
+        panic!("{check}: `{tool}` is not installed, and CI=true requires every packaging check to run");
     }
     note(&format!("SKIPPED {check}: `{tool}` not found"));
     false
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
@@ -129,15 +122,8 @@ fn built() -> &'static Built {
             native_static_libs = build();
         }
         let shared = target_dir.join("debug/libafut.so");
-        assert!(
-            shared.is_file(),
-            "cargo rustc --lib did not produce {}",
-            shared.display()
-        );
-        Built {
-            shared,
-            native_static_libs,
-        }
+        assert!(shared.is_file(), "cargo rustc --lib did not produce {}", shared.display());
+        Built { shared, native_static_libs }
     })
 }
 
@@ -153,11 +139,7 @@ fn header_path() -> PathBuf {
 fn expected_soname() -> String {
     let major: u32 = env!("CARGO_PKG_VERSION_MAJOR").parse().unwrap();
     let minor: u32 = env!("CARGO_PKG_VERSION_MINOR").parse().unwrap();
-    if major == 0 {
-        format!("libafut.so.0.{minor}")
-    } else {
-        format!("libafut.so.{major}")
-    }
+    if major == 0 { format!("libafut.so.0.{minor}") } else { format!("libafut.so.{major}") }
 }
 
 // ---------------------------------------------------------------------------
@@ -252,11 +234,7 @@ fn declared_functions(header: &str) -> BTreeSet<String> {
 /// The value of `#define NAME value` in the header.
 fn header_define(header: &str, name: &str) -> Option<String> {
     header.lines().find_map(|line| {
-        let rest = line
-            .trim_start()
-            .strip_prefix('#')?
-            .trim_start()
-            .strip_prefix("define")?;
+        let rest = line.trim_start().strip_prefix('#')?.trim_start().strip_prefix("define")?;
         let mut words = rest.split_whitespace();
         (words.next()? == name).then(|| words.collect::<Vec<_>>().join(" "))
     })
@@ -270,29 +248,18 @@ fn header_define(header: &str, name: &str) -> Option<String> {
 fn c_suite_static_libs() -> Vec<String> {
     let text = read(&manifest_dir().join("tests/common/mod.rs"));
     let marker = "STATIC_LIBS: &[&str] = &[";
-    let start = text
-        .find(marker)
-        .expect("tests/common/mod.rs defines STATIC_LIBS")
-        + marker.len();
+    let start = text.find(marker).expect("tests/common/mod.rs defines STATIC_LIBS") + marker.len();
     let rest = &text[start..];
     let list = &rest[..rest.find(']').expect("STATIC_LIBS ends with ]")];
-    list.split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+    list.split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty()).collect()
 }
 
 /// `set(AFUT_NATIVE_STATIC_LIBS ...)` in CMakeLists.txt.
 fn cmake_static_libs() -> Vec<String> {
     let text = read(&manifest_dir().join("CMakeLists.txt"));
-    let start = text
-        .find("set(AFUT_NATIVE_STATIC_LIBS")
-        .expect("CMakeLists.txt sets AFUT_NATIVE_STATIC_LIBS");
+    let start = text.find("set(AFUT_NATIVE_STATIC_LIBS").expect("CMakeLists.txt sets AFUT_NATIVE_STATIC_LIBS");
     let rest = &text[start + "set(AFUT_NATIVE_STATIC_LIBS".len()..];
-    rest[..rest.find(')').expect("set( ... ) closes")]
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    rest[..rest.find(')').expect("set( ... ) closes")].split_whitespace().map(str::to_string).collect()
 }
 
 /// The flags after "native-static-libs:" in rustc's note.
@@ -331,10 +298,7 @@ fn cmake_tree() -> &'static CMakeTree {
 
 /// The `Key: value` field of a .pc file.
 fn pc_field(pc: &str, key: &str) -> Option<String> {
-    pc.lines().find_map(|l| {
-        l.strip_prefix(&format!("{key}:"))
-            .map(|v| v.trim().to_string())
-    })
+    pc.lines().find_map(|l| l.strip_prefix(&format!("{key}:")).map(|v| v.trim().to_string()))
 }
 
 // ---------------------------------------------------------------------------
@@ -353,21 +317,11 @@ fn exported_symbols_are_the_header_functions() {
         .filter_map(|l| l.split_whitespace().last())
         .map(|name| name.split('@').next().unwrap().to_string())
         .collect();
-    let not_afut: Vec<_> = exported
-        .iter()
-        .filter(|s| !s.starts_with("afut_"))
-        .collect();
-    assert!(
-        not_afut.is_empty(),
-        "{} exports symbols outside afut_*: {not_afut:?}",
-        lib.display()
-    );
+    let not_afut: Vec<_> = exported.iter().filter(|s| !s.starts_with("afut_")).collect();
+    assert!(not_afut.is_empty(), "{} exports symbols outside afut_*: {not_afut:?}", lib.display());
 
     let declared = declared_functions(&read(&header_path()));
-    assert!(
-        !declared.is_empty(),
-        "no afut_* function found in include/afut.h"
-    );
+    assert!(!declared.is_empty(), "no afut_* function found in include/afut.h");
     let undeclared: Vec<_> = exported.difference(&declared).collect();
     let missing: Vec<_> = declared.difference(&exported).collect();
     assert!(
@@ -390,11 +344,7 @@ fn soname_follows_the_rule() {
             Some(rest[..rest.find(']')?].to_string())
         })
         .expect("libafut.so has a SONAME");
-    assert_eq!(
-        soname,
-        expected_soname(),
-        "SONAME of libafut.so (rule: build.rs)"
-    );
+    assert_eq!(soname, expected_soname(), "SONAME of libafut.so (rule: build.rs)");
 }
 
 #[test]
@@ -402,26 +352,15 @@ fn cmake_uses_the_same_soname_rule() {
     if !require("cmake", "CMake's SONAME rule") {
         return;
     }
-    let out = stdout_of(
-        Command::new("cmake")
-            .arg("-P")
-            .arg(manifest_dir().join("cmake/afutVersion.cmake")),
-    );
+    let out = stdout_of(Command::new("cmake").arg("-P").arg(manifest_dir().join("cmake/afutVersion.cmake")));
     let value = |key: &str| {
         out.lines()
             .find_map(|l| l.strip_prefix(&format!("{key}=")))
             .unwrap_or_else(|| panic!("cmake/afutVersion.cmake printed no {key}=: {out}"))
             .to_string()
     };
-    assert_eq!(
-        value("soname"),
-        expected_soname(),
-        "cmake/afutVersion.cmake vs build.rs"
-    );
-    assert_eq!(
-        value("realname"),
-        format!("libafut.so.{}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(value("soname"), expected_soname(), "cmake/afutVersion.cmake vs build.rs");
+    assert_eq!(value("realname"), format!("libafut.so.{}", env!("CARGO_PKG_VERSION")));
     assert_eq!(value("version"), env!("CARGO_PKG_VERSION"));
 }
 
@@ -433,37 +372,23 @@ fn shared_library_is_well_formed() {
     let lib = shared_lib();
     let dynamic = stdout_of(Command::new("readelf").arg("-d").arg(&lib));
     for tag in ["(RPATH)", "(RUNPATH)", "(TEXTREL)"] {
-        assert!(
-            !dynamic.contains(tag),
-            "{} has a {tag} entry:\n{dynamic}",
-            lib.display()
-        );
+        assert!(!dynamic.contains(tag), "{} has a {tag} entry:\n{dynamic}", lib.display());
     }
     assert!(
-        !dynamic
-            .lines()
-            .any(|l| l.contains("(FLAGS)") && l.contains("TEXTREL")),
+        !dynamic.lines().any(|l| l.contains("(FLAGS)") && l.contains("TEXTREL")),
         "{} needs text relocations",
         lib.display()
     );
     let headers = stdout_of(Command::new("readelf").arg("-lW").arg(&lib));
-    let stack = headers
-        .lines()
-        .find(|l| l.trim_start().starts_with("GNU_STACK"))
-        .expect("libafut.so has a GNU_STACK header");
-    assert!(
-        !stack.contains("RWE"),
-        "{} asks for an executable stack: {stack}",
-        lib.display()
-    );
+    let stack =
+        headers.lines().find(|l| l.trim_start().starts_with("GNU_STACK")).expect("libafut.so has a GNU_STACK header");
+    assert!(!stack.contains("RWE"), "{} asks for an executable stack: {stack}", lib.display());
 }
 
 /// Compiles a file that includes only afut.h (twice: the include guard) with the
 /// given compiler and flags.
 fn header_compiles(compiler_env: &str, default: &str, lang: &str, flags: &[&str]) {
-    let compiler = std::env::var(compiler_env)
-        .ok()
-        .filter(|c| !c.trim().is_empty());
+    let compiler = std::env::var(compiler_env).ok().filter(|c| !c.trim().is_empty());
     let compiler = compiler.as_deref().unwrap_or(default);
     let mut words = compiler.split_whitespace();
     let program = words.next().unwrap();
@@ -516,10 +441,7 @@ fn header_compiles_as_cxx17() {
 /// Asks rustc itself, through the build in `built()`.
 #[test]
 fn static_libs_match_rustc() {
-    let rustc = built()
-        .native_static_libs
-        .clone()
-        .expect("rustc printed no native-static-libs note for the staticlib");
+    let rustc = built().native_static_libs.clone().expect("rustc printed no native-static-libs note for the staticlib");
     assert_eq!(
         rustc,
         c_suite_static_libs(),
@@ -531,15 +453,8 @@ fn static_libs_match_rustc() {
 #[test]
 fn static_libs_agree_in_sources() {
     let expected = c_suite_static_libs();
-    assert!(
-        expected.iter().all(|f| f.starts_with("-l")),
-        "STATIC_LIBS: {expected:?}"
-    );
-    assert_eq!(
-        cmake_static_libs(),
-        expected,
-        "AFUT_NATIVE_STATIC_LIBS in CMakeLists.txt vs tests/common/mod.rs"
-    );
+    assert!(expected.iter().all(|f| f.starts_with("-l")), "STATIC_LIBS: {expected:?}");
+    assert_eq!(cmake_static_libs(), expected, "AFUT_NATIVE_STATIC_LIBS in CMakeLists.txt vs tests/common/mod.rs");
     let readme = manifest_dir().join("README.md");
     if !readme.is_file() {
         note("no README.md: its static link flags are not checked");
@@ -547,21 +462,12 @@ fn static_libs_agree_in_sources() {
     }
     let text = read(&readme);
     let joined = expected.join(" ");
-    let mentions: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(expected[0].as_str()))
-        .collect();
+    let mentions: Vec<&str> = text.lines().filter(|l| l.contains(expected[0].as_str())).collect();
     if mentions.is_empty() {
-        note(&format!(
-            "README.md does not mention {}: its static link flags are not checked",
-            expected[0]
-        ));
+        note(&format!("README.md does not mention {}: its static link flags are not checked", expected[0]));
     }
     for line in mentions {
-        assert!(
-            line.contains(&joined),
-            "README.md lists static link flags that differ from `{joined}`:\n{line}"
-        );
+        assert!(line.contains(&joined), "README.md lists static link flags that differ from `{joined}`:\n{line}");
     }
 }
 
@@ -592,37 +498,19 @@ fn cmake_package_agrees() {
 
     let pc_path = tree.dir.join("afut.pc");
     let pc = read(&pc_path);
-    assert_eq!(
-        pc_field(&pc, "Version").as_deref(),
-        Some(version),
-        "afut.pc Version"
-    );
-    assert_eq!(
-        pc_field(&pc, "Libs.private").as_deref(),
-        Some(libs.join(" ").as_str()),
-        "afut.pc Libs.private"
-    );
-    assert!(
-        !pc.contains('@'),
-        "afut.pc has an unsubstituted @VARIABLE@:\n{pc}"
-    );
+    assert_eq!(pc_field(&pc, "Version").as_deref(), Some(version), "afut.pc Version");
+    assert_eq!(pc_field(&pc, "Libs.private").as_deref(), Some(libs.join(" ").as_str()), "afut.pc Libs.private");
+    assert!(!pc.contains('@'), "afut.pc has an unsubstituted @VARIABLE@:\n{pc}");
     if require("pkg-config", "afut.pc read by pkg-config") {
-        let modversion = stdout_of(
-            Command::new("pkg-config")
-                .env("PKG_CONFIG_PATH", &tree.dir)
-                .args(["--modversion", "afut"]),
-        );
+        let modversion =
+            stdout_of(Command::new("pkg-config").env("PKG_CONFIG_PATH", &tree.dir).args(["--modversion", "afut"]));
         assert_eq!(modversion.trim(), version, "pkg-config --modversion afut");
-        let static_libs = stdout_of(
-            Command::new("pkg-config")
-                .env("PKG_CONFIG_PATH", &tree.dir)
-                .args(["--static", "--libs-only-l", "afut"]),
-        );
-        assert_eq!(
-            static_libs.trim(),
-            format!("-lafut {}", libs.join(" ")),
-            "pkg-config --static --libs-only-l afut"
-        );
+        let static_libs = stdout_of(Command::new("pkg-config").env("PKG_CONFIG_PATH", &tree.dir).args([
+            "--static",
+            "--libs-only-l",
+            "afut",
+        ]));
+        assert_eq!(static_libs.trim(), format!("-lafut {}", libs.join(" ")), "pkg-config --static --libs-only-l afut");
     }
 }
 
@@ -631,32 +519,19 @@ fn versions_agree() {
     let version = env!("CARGO_PKG_VERSION");
     // Cargo.toml as written (CARGO_PKG_VERSION comes from it, but say so plainly).
     let manifest = read(&manifest_dir().join("Cargo.toml"));
-    assert!(
-        manifest
-            .lines()
-            .any(|l| l.trim() == format!("version = \"{version}\""))
-    );
+    assert!(manifest.lines().any(|l| l.trim() == format!("version = \"{version}\"")));
 
     let header = read(&header_path());
-    let macro_value = |name: &str| {
-        header_define(&header, name)
-            .unwrap_or_else(|| panic!("include/afut.h does not define {name}"))
-    };
+    let macro_value =
+        |name: &str| header_define(&header, name).unwrap_or_else(|| panic!("include/afut.h does not define {name}"));
     let from_macros = format!(
         "{}.{}.{}",
         macro_value("AFUT_VERSION_MAJOR"),
         macro_value("AFUT_VERSION_MINOR"),
         macro_value("AFUT_VERSION_PATCH")
     );
-    assert_eq!(
-        from_macros, version,
-        "AFUT_VERSION_MAJOR/MINOR/PATCH in include/afut.h vs Cargo.toml"
-    );
-    assert_eq!(
-        macro_value("AFUT_VERSION_STRING"),
-        format!("\"{version}\""),
-        "AFUT_VERSION_STRING"
-    );
+    assert_eq!(from_macros, version, "AFUT_VERSION_MAJOR/MINOR/PATCH in include/afut.h vs Cargo.toml");
+    assert_eq!(macro_value("AFUT_VERSION_STRING"), format!("\"{version}\""), "AFUT_VERSION_STRING");
     // The CMake project and afut.pc take their version from Cargo.toml when
     // configured; cmake_package_agrees checks what they generate.
 }
@@ -685,16 +560,10 @@ bool afut_done (const afut_t *fut);
 "#;
     let names: Vec<String> = declared_functions(header).into_iter().collect();
     assert_eq!(names, ["afut_done", "afut_set_result", "afut_version"]);
-    assert_eq!(
-        header_define(header, "AFUT_VERSION_MAJOR").as_deref(),
-        Some("3")
-    );
+    assert_eq!(header_define(header, "AFUT_VERSION_MAJOR").as_deref(), Some("3"));
     assert_eq!(
         parse_native_static_libs("warning: x\nnote: native-static-libs: -lgcc_s -lc\n"),
         Some(vec!["-lgcc_s".to_string(), "-lc".to_string()])
     );
-    assert_eq!(
-        pc_field("Name: afut\nVersion: 1.2.3\n", "Version").as_deref(),
-        Some("1.2.3")
-    );
+    assert_eq!(pc_field("Name: afut\nVersion: 1.2.3\n", "Version").as_deref(), Some("1.2.3"));
 }

@@ -1,7 +1,7 @@
 //! Exhaustive interleaving check of the loop's wakeup protocol (no lost wakeup).
 //!
 //! This explores every interleaving of a few producer threads and the loop thread over an
-//! abstract model of the protocol in `src/eventloop.rs` and `src/wakeup.rs`. Each step below
+//! abstract model of the protocol in `src/runtime/eventloop.rs` and `src/runtime/wakeup.rs`. Each step below
 //! is one atomic action in the code (a section under the `sched` lock, one atomic operation,
 //! or one system call), named after the function it models:
 //!
@@ -134,7 +134,13 @@ fn loop_step(s: &State) -> Option<State> {
         }
         L::Budget => {
             n.work_seen = n.queue > 0;
-            n.lp = if n.work_seen { L::Take } else if n.flag { L::Clear } else { L::CheckFlag };
+            n.lp = if n.work_seen {
+                L::Take
+            } else if n.flag {
+                L::Clear
+            } else {
+                L::CheckFlag
+            };
         }
         L::Drain => {
             n.eventfd = 0;
@@ -273,12 +279,7 @@ fn explore_protocol(producers: &[u8], host: bool, loop_already_running: bool, br
     };
     let mut e = Explorer::default();
     e.explore(start, &mut Vec::new(), total);
-    assert!(
-        e.violations.is_empty(),
-        "{} violation(s); first:\n{}",
-        e.violations.len(),
-        e.violations[0]
-    );
+    assert!(e.violations.is_empty(), "{} violation(s); first:\n{}", e.violations.len(), e.violations[0]);
     e.states
 }
 

@@ -3,11 +3,11 @@
 
 use std::mem::ManuallyDrop;
 
+use super::convert::*;
 use super::panic::guard;
-use super::types::*;
-use crate::combinators;
-use crate::combinators::{AFUT_ALL_COMPLETED, AFUT_FIRST_EXCEPTION, afut_wait_result_t};
-use crate::future::Future;
+use crate::abi::*;
+use crate::futures::future::Future;
+use crate::tasks::combinators;
 
 /// Borrows `n` futures from a C array; None if the array or an entry is NULL (or finalizing).
 ///
@@ -58,6 +58,10 @@ fn owned(v: &[ManuallyDrop<Future>]) -> Vec<Future> {
 /// Ownership: returns a new reference owned by the caller; the gather keeps a reference to each
 /// child until it is freed. The caller keeps its own references to the inputs.
 /// Bad input: NULL `loop`, NULL `futs` with `n > 0`, or a NULL entry returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_gather(
     r#loop: *mut afut_loop_t,
@@ -80,6 +84,9 @@ pub unsafe extern "C" fn afut_gather(
 /// Thread: any.
 /// Ownership: borrowed from the gather; valid as long as the gather lives.
 /// Bad input: NULL, a future that is not a gather, or `index >= n` returns NULL.
+///
+/// # Safety
+/// `gather` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_gather_child(gather: *const afut_t, index: usize) -> *mut afut_t {
     guard("afut_gather_child", std::ptr::null_mut(), || {
@@ -106,6 +113,10 @@ pub unsafe extern "C" fn afut_gather_child(gather: *const afut_t, index: usize) 
 /// Thread: any.
 /// Ownership: returns a new reference owned by the caller; the caller keeps its own on `fut`.
 /// Bad input: NULL `loop` or `fut`, or NaN `timeout_s`, returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_wait_for(r#loop: *mut afut_loop_t, fut: *mut afut_t, timeout_s: f64) -> *mut afut_t {
     guard("afut_wait_for", std::ptr::null_mut(), || {
@@ -130,6 +141,10 @@ pub unsafe extern "C" fn afut_wait_for(r#loop: *mut afut_loop_t, fut: *mut afut_
 /// Ownership: returns a new reference owned by the caller; values and details are borrowed
 /// from `fut`, which the outer future keeps alive.
 /// Bad input: NULL `loop` or `fut` returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_shield(r#loop: *mut afut_loop_t, fut: *mut afut_t) -> *mut afut_t {
     guard("afut_shield", std::ptr::null_mut(), || {
@@ -159,6 +174,10 @@ pub unsafe extern "C" fn afut_shield(r#loop: *mut afut_loop_t, fut: *mut afut_t)
 /// Ownership: returns a new reference owned by the caller; it keeps a reference to each input.
 /// Bad input: NULL `loop`, `n == 0` (asyncio ValueError), NULL `futs` or a NULL entry, an
 /// unknown `return_when`, or a NaN `timeout_s` returns NULL. `INFINITY`: no timeout.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_wait_many(
     r#loop: *mut afut_loop_t,
@@ -186,6 +205,9 @@ pub unsafe extern "C" fn afut_wait_many(
 /// Ownership: borrowed from the wait future; valid as long as it lives.
 /// Returns: NULL while the wait is pending, if it was cancelled, or if `wait` is not one.
 /// Bad input: NULL returns NULL.
+///
+/// # Safety
+/// `wait` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_wait_many_result(wait: *const afut_t) -> *const afut_wait_result_t {
     guard("afut_wait_many_result", std::ptr::null(), || {
@@ -208,6 +230,10 @@ pub unsafe extern "C" fn afut_wait_many_result(wait: *const afut_t) -> *const af
 /// Returns: the number of futures written (the number of distinct inputs, at most `n`).
 /// Bad input: NULL `loop` or `out`, NULL `futs` with `n > 0`, a NULL entry, or a NaN
 /// `timeout_s` returns 0 and writes nothing.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_as_completed(
     r#loop: *mut afut_loop_t,

@@ -2,19 +2,15 @@
 
 use std::ffi::c_void;
 
+use super::convert::*;
 use super::panic::{guard, guard_loop};
-use super::types::*;
-use crate::callback::{Callback, Hook, Owned, afut_callback_fn, afut_free_fn};
-use crate::chain;
+use crate::abi::*;
+use crate::callback::{Callback, Hook, Owned};
 use crate::clock;
-use crate::eventloop::Loop;
-use crate::handles::Handle;
-use crate::report::{Handler, afut_exception_handler_fn};
-use crate::status::*;
-
-/// A scheduled callback; 0 means none. Valid until it ran or was cancelled.
-#[allow(non_camel_case_types)]
-pub type afut_handle_t = u64;
+use crate::runtime::eventloop::Loop;
+use crate::runtime::handles::Handle;
+use crate::runtime::report::Handler;
+use crate::tasks::chain;
 
 /// Creates an event loop (asyncio `new_event_loop()`).
 ///
@@ -42,6 +38,9 @@ pub extern "C" fn afut_loop_new() -> *mut afut_loop_t {
 /// Thread: the loop's thread. Called while the loop runs (from one of its callbacks) it does
 /// nothing but report the misuse on stderr.
 /// Bad input: NULL is a no-op.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_free(r#loop: *mut afut_loop_t) {
     guard("afut_loop_free", (), || {
@@ -63,6 +62,9 @@ pub unsafe extern "C" fn afut_loop_free(r#loop: *mut afut_loop_t) {
 /// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_RUNNING` while the loop runs (from a callback or from
 /// another thread).
 /// Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_close(r#loop: *mut afut_loop_t) -> afut_status_t {
     // SAFETY: NULL or a live loop (API contract).
@@ -73,6 +75,9 @@ pub unsafe extern "C" fn afut_loop_close(r#loop: *mut afut_loop_t) -> afut_statu
 /// True while a `run_*` call is executing the loop (on whichever thread).
 ///
 /// Thread: any. Bad input: NULL returns false.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_is_running(r#loop: *const afut_loop_t) -> bool {
     // SAFETY: NULL or a live loop (API contract).
@@ -82,6 +87,9 @@ pub unsafe extern "C" fn afut_loop_is_running(r#loop: *const afut_loop_t) -> boo
 /// True once the loop was closed.
 ///
 /// Thread: any. Bad input: NULL returns false.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_is_closed(r#loop: *const afut_loop_t) -> bool {
     // SAFETY: NULL or a live loop (API contract).
@@ -92,6 +100,9 @@ pub unsafe extern "C" fn afut_loop_is_closed(r#loop: *const afut_loop_t) -> bool
 /// `afut_loop_call_at`.
 ///
 /// Thread: any. Bad input: NULL returns NaN.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_time(r#loop: *const afut_loop_t) -> f64 {
     guard("afut_loop_time", f64::NAN, || if r#loop.is_null() { f64::NAN } else { clock::now() })
@@ -109,6 +120,10 @@ pub unsafe extern "C" fn afut_loop_time(r#loop: *const afut_loop_t) -> f64 {
 /// poisoned loop.
 /// Bad input: NULL `loop` or `fut`, or a `fut` bound to another loop, returns
 /// `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_run_until_complete(r#loop: *mut afut_loop_t, fut: *mut afut_t) -> afut_status_t {
     // SAFETY: NULL or live handles (API contract).
@@ -136,6 +151,9 @@ pub unsafe extern "C" fn afut_loop_run_until_complete(r#loop: *mut afut_loop_t, 
 /// Returns: `AFUT_OK` after a stop; `AFUT_ERR_LOOP_RUNNING`; `AFUT_ERR_LOOP_CLOSED`;
 /// `AFUT_ERR_PANIC` on a poisoned loop.
 /// Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_run_forever(r#loop: *mut afut_loop_t) -> afut_status_t {
     // SAFETY: NULL or a live loop (API contract).
@@ -150,6 +168,9 @@ pub unsafe extern "C" fn afut_loop_run_forever(r#loop: *mut afut_loop_t) -> afut
 ///
 /// Thread: any; from another thread it also wakes the loop.
 /// Bad input: NULL is a no-op.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_stop(r#loop: *mut afut_loop_t) {
     // SAFETY: NULL or a live loop (API contract).
@@ -157,7 +178,14 @@ pub unsafe extern "C" fn afut_loop_stop(r#loop: *mut afut_loop_t) {
     guard_loop("afut_loop_stop", &l, (), || l.stop())
 }
 
-fn schedule(name: &str, r#loop: *mut afut_loop_t, when: Option<f64>, cb: afut_callback_fn, userdata: *mut c_void, userdata_free: afut_free_fn) -> afut_handle_t {
+fn schedule(
+    name: &str,
+    r#loop: *mut afut_loop_t,
+    when: Option<f64>,
+    cb: afut_callback_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) -> afut_handle_t {
     // SAFETY: NULL or a live loop (API contract).
     let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return 0 };
     let Some(cb) = cb else { return 0 };
@@ -184,8 +212,18 @@ fn schedule(name: &str, r#loop: *mut afut_loop_t, when: Option<f64>, cb: afut_ca
 /// On failure (0) it stays the caller's and nothing is freed.
 /// Returns: a handle for `afut_loop_cancel`; 0 if the loop is closed.
 /// Bad input: NULL `loop` or `cb` returns 0.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_call_soon(r#loop: *mut afut_loop_t, cb: afut_callback_fn, userdata: *mut c_void, userdata_free: afut_free_fn) -> afut_handle_t {
+pub unsafe extern "C" fn afut_loop_call_soon(
+    r#loop: *mut afut_loop_t,
+    cb: afut_callback_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) -> afut_handle_t {
     schedule("afut_loop_call_soon", r#loop, None, cb, userdata, userdata_free)
 }
 
@@ -193,8 +231,18 @@ pub unsafe extern "C" fn afut_loop_call_soon(r#loop: *mut afut_loop_t, cb: afut_
 /// asyncio's name. A closed loop is refused atomically: 0, and `userdata` stays the caller's.
 ///
 /// Thread: any. Ownership and bad input: as `afut_loop_call_soon`.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_call_soon_threadsafe(r#loop: *mut afut_loop_t, cb: afut_callback_fn, userdata: *mut c_void, userdata_free: afut_free_fn) -> afut_handle_t {
+pub unsafe extern "C" fn afut_loop_call_soon_threadsafe(
+    r#loop: *mut afut_loop_t,
+    cb: afut_callback_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) -> afut_handle_t {
     schedule("afut_loop_call_soon_threadsafe", r#loop, None, cb, userdata, userdata_free)
 }
 
@@ -206,8 +254,19 @@ pub unsafe extern "C" fn afut_loop_call_soon_threadsafe(r#loop: *mut afut_loop_t
 /// Thread: any. Ownership: as `afut_loop_call_soon`.
 /// Returns: a handle; 0 if the loop is closed.
 /// Bad input: NULL `loop` or `cb`, or NaN `delay_s`, returns 0.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_call_later(r#loop: *mut afut_loop_t, delay_s: f64, cb: afut_callback_fn, userdata: *mut c_void, userdata_free: afut_free_fn) -> afut_handle_t {
+pub unsafe extern "C" fn afut_loop_call_later(
+    r#loop: *mut afut_loop_t,
+    delay_s: f64,
+    cb: afut_callback_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) -> afut_handle_t {
     let when = if delay_s.is_nan() { f64::NAN } else { clock::now() + delay_s };
     schedule("afut_loop_call_later", r#loop, Some(when), cb, userdata, userdata_free)
 }
@@ -218,8 +277,19 @@ pub unsafe extern "C" fn afut_loop_call_later(r#loop: *mut afut_loop_t, delay_s:
 /// Thread: any. Ownership: as `afut_loop_call_soon`.
 /// Returns: a handle; 0 if the loop is closed.
 /// Bad input: NULL `loop` or `cb`, or NaN `when`, returns 0.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_call_at(r#loop: *mut afut_loop_t, when: f64, cb: afut_callback_fn, userdata: *mut c_void, userdata_free: afut_free_fn) -> afut_handle_t {
+pub unsafe extern "C" fn afut_loop_call_at(
+    r#loop: *mut afut_loop_t,
+    when: f64,
+    cb: afut_callback_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) -> afut_handle_t {
     schedule("afut_loop_call_at", r#loop, Some(when), cb, userdata, userdata_free)
 }
 
@@ -230,6 +300,9 @@ pub unsafe extern "C" fn afut_loop_call_at(r#loop: *mut afut_loop_t, when: f64, 
 /// Returns: true iff this call cancelled it; false for 0, unknown, running, already-run or
 /// already-cancelled handles.
 /// Bad input: NULL `loop` returns false.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_cancel(r#loop: *mut afut_loop_t, handle: afut_handle_t) -> bool {
     // SAFETY: NULL or a live loop (API contract).
@@ -248,6 +321,9 @@ pub unsafe extern "C" fn afut_loop_cancel(r#loop: *mut afut_loop_t, handle: afut
 ///
 /// Thread: any.
 /// Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_fd(r#loop: *mut afut_loop_t) -> libc::c_int {
     // SAFETY: NULL or a live loop (API contract).
@@ -265,6 +341,9 @@ pub unsafe extern "C" fn afut_loop_fd(r#loop: *mut afut_loop_t) -> libc::c_int {
 ///
 /// Thread: any.
 /// Bad input: NULL returns -1; so does a closed loop.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_timeout_ms(r#loop: *const afut_loop_t) -> libc::c_int {
     // SAFETY: NULL or a live loop (API contract).
@@ -282,8 +361,16 @@ pub unsafe extern "C" fn afut_loop_timeout_ms(r#loop: *const afut_loop_t) -> lib
 /// `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_PANIC` on a poisoned loop. `*ran_out` is written only on
 /// `AFUT_OK`.
 /// Bad input: NULL `loop` returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `ran_out` is NULL or valid for one write of its type.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_run_once(r#loop: *mut afut_loop_t, timeout_ms: libc::c_int, ran_out: *mut usize) -> afut_status_t {
+pub unsafe extern "C" fn afut_loop_run_once(
+    r#loop: *mut afut_loop_t,
+    timeout_ms: libc::c_int,
+    ran_out: *mut usize,
+) -> afut_status_t {
     // SAFETY: NULL or a live loop (API contract).
     let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return AFUT_ERR_INVALID_ARGUMENT };
     guard_loop("afut_loop_run_once", &l, AFUT_ERR_PANIC, || match l.run_once(timeout_ms) {
@@ -309,8 +396,18 @@ pub unsafe extern "C" fn afut_loop_run_once(r#loop: *mut afut_loop_t, timeout_ms
 /// handler is replaced or the loop freed (after any call in flight returns). With a NULL
 /// `handler`, `userdata_free(userdata)` (if any) is called at once.
 /// Bad input: NULL `loop` does nothing (and frees nothing).
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `handler` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_set_exception_handler(r#loop: *mut afut_loop_t, handler: afut_exception_handler_fn, userdata: *mut c_void, userdata_free: afut_free_fn) {
+pub unsafe extern "C" fn afut_loop_set_exception_handler(
+    r#loop: *mut afut_loop_t,
+    handler: afut_exception_handler_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) {
     // SAFETY: NULL or a live loop (API contract).
     let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return };
     guard_loop("afut_loop_set_exception_handler", &l, (), || {
@@ -324,6 +421,9 @@ pub unsafe extern "C" fn afut_loop_set_exception_handler(r#loop: *mut afut_loop_
 /// never-retrieved report is made whatever the mode.
 ///
 /// Thread: any. Bad input: NULL is a no-op.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_set_debug(r#loop: *mut afut_loop_t, enabled: bool) {
     // SAFETY: NULL or a live loop (API contract).
@@ -343,8 +443,18 @@ pub unsafe extern "C" fn afut_loop_set_debug(r#loop: *mut afut_loop_t, enabled: 
 /// Ownership: `userdata_free(userdata)` is called once when the hook is replaced or the loop
 /// freed (at once for a NULL `wakeup`).
 /// Bad input: NULL `loop` does nothing (and frees nothing).
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `wakeup` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_set_wakeup_fn(r#loop: *mut afut_loop_t, wakeup: afut_callback_fn, userdata: *mut c_void, userdata_free: afut_free_fn) {
+pub unsafe extern "C" fn afut_loop_set_wakeup_fn(
+    r#loop: *mut afut_loop_t,
+    wakeup: afut_callback_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) {
     // SAFETY: NULL or a live loop (API contract).
     let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return };
     guard_loop("afut_loop_set_wakeup_fn", &l, (), || {

@@ -2,14 +2,15 @@
 
 use std::ffi::{CStr, c_char, c_void};
 
+use super::convert::*;
 use super::panic::guard;
-use super::types::*;
-use crate::callback::{DoneCallback, Owned, afut_done_fn, afut_free_fn};
-use crate::chain;
-use crate::future::{Exception, ExceptionView, Future, TAG_FINALIZING, TAG_FUTURE, copy_message};
-use crate::report::afut_exception_t;
-use crate::sleep;
-use crate::status::*;
+use crate::abi::*;
+use crate::callback::Owned;
+use crate::futures::future::DoneCb;
+use crate::futures::future::{Exception, ExceptionView, Future, TAG_FINALIZING, TAG_FUTURE, copy_message};
+use crate::runtime::eventloop::Loop;
+use crate::tasks::chain;
+use crate::tasks::sleep;
 
 /// Copies a C string argument (NULL stays None).
 ///
@@ -25,12 +26,15 @@ unsafe fn c_str<'a>(s: *const c_char) -> Option<&'a CStr> {
 /// Thread: any.
 /// Ownership: returns a new reference owned by the caller (release it with `afut_unref`).
 /// Bad input: NULL `loop` returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_create_future(r#loop: *mut afut_loop_t) -> *mut afut_t {
     guard("afut_loop_create_future", std::ptr::null_mut(), || {
         // SAFETY: `r#loop` is NULL or a live loop (API contract).
         let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return std::ptr::null_mut() };
-        future_into_raw(Future::new(Some((*l).clone())))
+        future_into_raw(Future::new(Some(l.link())))
     })
 }
 
@@ -44,12 +48,15 @@ pub unsafe extern "C" fn afut_loop_create_future(r#loop: *mut afut_loop_t) -> *m
 /// Thread: any.
 /// Ownership: returns a new reference owned by the caller.
 /// Bad input: none (NULL is a valid `loop`).
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_new(r#loop: *mut afut_loop_t) -> *mut afut_t {
     guard("afut_new", std::ptr::null_mut(), || {
         // SAFETY: `r#loop` is NULL or a live loop (API contract).
         let l = unsafe { borrow_loop(r#loop) };
-        future_into_raw(Future::new(l.map(|l| (*l).clone())))
+        future_into_raw(Future::new(l.map(|l| l.link())))
     })
 }
 
@@ -58,6 +65,9 @@ pub unsafe extern "C" fn afut_new(r#loop: *mut afut_loop_t) -> *mut afut_t {
 /// Thread: any.
 /// Bad input: NULL returns NULL. A future whose never-retrieved report is running (see
 /// `afut_error_context_t`) cannot be kept: returns NULL and adds nothing.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_ref(fut: *mut afut_t) -> *mut afut_t {
     guard("afut_ref", std::ptr::null_mut(), || {
@@ -79,6 +89,9 @@ pub unsafe extern "C" fn afut_ref(fut: *mut afut_t) -> *mut afut_t {
 ///
 /// Thread: any.
 /// Bad input: NULL is a no-op; so is a future whose never-retrieved report is running.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_unref(fut: *mut afut_t) {
     guard("afut_unref", (), || {
@@ -102,8 +115,16 @@ pub unsafe extern "C" fn afut_unref(fut: *mut afut_t) {
 /// Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` if `fut` is already done (cancelled included).
 /// If the loop is closed the future still completes (`AFUT_OK`) and its callbacks are dropped.
 /// Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `value_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_set_result(fut: *mut afut_t, value: *mut c_void, value_free: afut_free_fn) -> afut_status_t {
+pub unsafe extern "C" fn afut_set_result(
+    fut: *mut afut_t,
+    value: *mut c_void,
+    value_free: afut_free_fn,
+) -> afut_status_t {
     guard("afut_set_result", AFUT_ERR_PANIC, || {
         // SAFETY: `fut` is NULL or a live future (API contract).
         let Some(f) = (unsafe { borrow_future(fut) }) else { return AFUT_ERR_INVALID_ARGUMENT };
@@ -127,6 +148,11 @@ pub unsafe extern "C" fn afut_set_result(fut: *mut afut_t, value: *mut c_void, v
 /// NULL) once when freed. On any error `detail` stays the caller's.
 /// Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` if already done.
 /// Bad input: NULL `fut` or `code == 0` returns `AFUT_ERR_INVALID_ARGUMENT`, changing nothing.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `message` is NULL or a NUL-terminated string, read only during the call.
+/// `detail_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_set_exception(
     fut: *mut afut_t,
@@ -161,6 +187,10 @@ pub unsafe extern "C" fn afut_set_exception(
 /// `AFUT_ERR_EXCEPTION` if it holds an exception (now counted as retrieved; read it with
 /// `afut_exception`); `AFUT_ERR_CANCELLED`; `AFUT_ERR_INVALID_STATE` while pending.
 /// Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`. `value_out` may be NULL.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `value_out` is NULL or valid for one write of its type.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_result(fut: *mut afut_t, value_out: *mut *mut c_void) -> afut_status_t {
     guard("afut_result", AFUT_ERR_PANIC, || {
@@ -188,6 +218,10 @@ pub unsafe extern "C" fn afut_result(fut: *mut afut_t, value_out: *mut *mut c_vo
 /// result; `AFUT_OK` with the exception if it has one; `AFUT_ERR_CANCELLED`;
 /// `AFUT_ERR_INVALID_STATE` while pending. `*out` is written only on `AFUT_OK`.
 /// Bad input: NULL `fut` returns `AFUT_ERR_INVALID_ARGUMENT`. `out` may be NULL.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `out` is NULL or valid for one write of its type.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_exception(fut: *mut afut_t, out: *mut afut_exception_t) -> afut_status_t {
     guard("afut_exception", AFUT_ERR_PANIC, || {
@@ -211,6 +245,9 @@ pub unsafe extern "C" fn afut_exception(fut: *mut afut_t, out: *mut afut_excepti
 /// True once the future is finished or cancelled.
 ///
 /// Thread: any. Bad input: NULL returns false.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_done(fut: *const afut_t) -> bool {
     guard("afut_done", false, || {
@@ -222,6 +259,9 @@ pub unsafe extern "C" fn afut_done(fut: *const afut_t) -> bool {
 /// True if the future was cancelled.
 ///
 /// Thread: any. Bad input: NULL returns false.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_cancelled(fut: *const afut_t) -> bool {
     guard("afut_cancelled", false, || {
@@ -237,6 +277,10 @@ pub unsafe extern "C" fn afut_cancelled(fut: *const afut_t) -> bool {
 /// Thread: any.
 /// Returns: true if this call cancelled the future; false if it was already done.
 /// Bad input: NULL `fut` returns false.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `msg` is NULL or a NUL-terminated string, read only during the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_cancel(fut: *mut afut_t, msg: *const c_char) -> bool {
     guard("afut_cancel", false, || {
@@ -254,6 +298,9 @@ pub unsafe extern "C" fn afut_cancel(fut: *mut afut_t, msg: *const c_char) -> bo
 /// future lives.
 /// Returns: NULL if the future is not cancelled or was cancelled without a message.
 /// Bad input: NULL returns NULL.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_cancel_message(fut: *const afut_t) -> *const c_char {
     guard("afut_cancel_message", std::ptr::null(), || {
@@ -278,6 +325,11 @@ pub unsafe extern "C" fn afut_cancel_message(fut: *const afut_t) -> *const c_cha
 /// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_CLOSED` if the future is done and its loop closed.
 /// Bad input: NULL `fut` or `cb` returns `AFUT_ERR_INVALID_ARGUMENT`; a future whose
 /// never-retrieved report is running returns `AFUT_ERR_INVALID_STATE`.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_add_done_callback(
     fut: *mut afut_t,
@@ -292,7 +344,7 @@ pub unsafe extern "C" fn afut_add_done_callback(
         if f.inner().tag() == TAG_FINALIZING {
             return AFUT_ERR_INVALID_STATE; // its never-retrieved report is running
         }
-        match f.add_done_callback(DoneCallback::c(cb, Owned::new(userdata, userdata_free))) {
+        match f.add_done_callback(DoneCb::c(cb, Owned::new(userdata, userdata_free))) {
             Ok(()) => AFUT_OK,
             Err((s, cb)) => {
                 cb.disarm();
@@ -309,6 +361,10 @@ pub unsafe extern "C" fn afut_add_done_callback(
 /// Thread: any.
 /// Returns: how many entries were removed (0 once the future is done).
 /// Bad input: NULL `fut` or `cb` returns 0.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `cb` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_remove_done_callback(fut: *mut afut_t, cb: afut_done_fn, userdata: *mut c_void) -> usize {
     guard("afut_remove_done_callback", 0, || {
@@ -325,12 +381,15 @@ pub unsafe extern "C" fn afut_remove_done_callback(fut: *mut afut_t, cb: afut_do
 /// Ownership: borrowed; the caller's `afut_loop_new` reference is what keeps it valid.
 /// Returns: NULL for a loop-less future, or once the loop was freed with `afut_loop_free`.
 /// Bad input: NULL returns NULL.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_get_loop(fut: *const afut_t) -> *mut afut_loop_t {
     guard("afut_get_loop", std::ptr::null_mut(), || {
         // SAFETY: `fut` is NULL or a live future (API contract).
         let Some(f) = (unsafe { borrow_future(fut) }) else { return std::ptr::null_mut() };
-        match f.event_loop() {
+        match Loop::of(&f) {
             Some(l) if !l.is_freed() => l.as_ptr(),
             _ => std::ptr::null_mut(),
         }
@@ -347,6 +406,10 @@ pub unsafe extern "C" fn afut_get_loop(fut: *const afut_t) -> *mut afut_loop_t {
 /// Thread: any.
 /// Returns: the length of the full description (excluding the NUL), as snprintf does.
 /// Bad input: NULL `fut` describes as `<NULL>`; NULL `buf` writes nothing.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `buf` is NULL or valid for writes of `len` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_describe(fut: *const afut_t, buf: *mut c_char, len: usize) -> usize {
     guard("afut_describe", 0, || {
@@ -371,6 +434,9 @@ pub unsafe extern "C" fn afut_describe(fut: *const afut_t, buf: *mut c_char, len
 /// complete): that returns `AFUT_ERR_WRONG_THREAD` without waiting.
 /// Returns: `AFUT_OK` when done; `AFUT_ERR_TIMEOUT`.
 /// Bad input: NULL `fut` or NaN `timeout_s` returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_wait(fut: *mut afut_t, timeout_s: f64) -> afut_status_t {
     guard("afut_wait", AFUT_ERR_PANIC, || {
@@ -387,6 +453,9 @@ pub unsafe extern "C" fn afut_wait(fut: *mut afut_t, timeout_s: f64) -> afut_sta
 /// answers false while its memory is not reused.
 ///
 /// Thread: any. Bad input: NULL returns false.
+///
+/// # Safety
+/// `obj` is NULL or points to at least 16 readable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_isfuture(obj: *const c_void) -> bool {
     guard("afut_isfuture", false, || {
@@ -406,6 +475,10 @@ pub unsafe extern "C" fn afut_isfuture(obj: *const c_void) -> bool {
 /// Thread: any.
 /// Ownership: returns a new reference owned by the caller.
 /// Bad input: NULL `loop` or `obj` returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `obj` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_ensure_future(r#loop: *mut afut_loop_t, obj: *mut afut_t) -> *mut afut_t {
     guard("afut_ensure_future", std::ptr::null_mut(), || {
@@ -427,6 +500,10 @@ pub unsafe extern "C" fn afut_ensure_future(r#loop: *mut afut_loop_t, obj: *mut 
 /// Ownership: returns a new reference owned by the caller. The mirrored value or detail is
 /// borrowed from `other`, which the wrapper keeps a reference to until it is freed.
 /// Bad input: NULL `loop` or `other` returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `other` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_wrap_future(r#loop: *mut afut_loop_t, other: *mut afut_t) -> *mut afut_t {
     guard("afut_wrap_future", std::ptr::null_mut(), || {
@@ -450,6 +527,10 @@ pub unsafe extern "C" fn afut_wrap_future(r#loop: *mut afut_loop_t, other: *mut 
 /// On failure `value` stays the caller's. The loop holds a reference to the future until that
 /// next iteration, so its last `afut_unref` may come one iteration after yours.
 /// Bad input: NULL `loop` or NaN `delay_s` returns NULL; so does a closed loop.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `value_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_sleep(
     r#loop: *mut afut_loop_t,

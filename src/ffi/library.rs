@@ -2,7 +2,7 @@
 
 use std::ffi::c_char;
 
-use crate::status;
+use crate::abi;
 
 /// The library version, "MAJOR.MINOR.PATCH" (equal to `AFUT_VERSION_STRING` of the header the
 /// program was compiled with, when header and library match).
@@ -19,5 +19,5 @@ pub extern "C" fn afut_version() -> *const c_char {
 /// Thread: any. Ownership: a static string.
 #[unsafe(no_mangle)]
 pub extern "C" fn afut_status_str(status: i32) -> *const c_char {
-    status::describe(status).as_ptr()
+    abi::describe(status).as_ptr()
 }

@@ -6,9 +6,9 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::eventloop::Loop;
+use crate::runtime::eventloop::Loop;
 
-pub fn guard<R>(name: &str, on_panic: R, body: impl FnOnce() -> R) -> R {
+pub(crate) fn guard<R>(name: &str, on_panic: R, body: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
         Err(payload) => {
@@ -24,7 +24,7 @@ pub fn guard<R>(name: &str, on_panic: R, body: impl FnOnce() -> R) -> R {
 }
 
 /// [`guard`] for a function on a loop: a panic also poisons the loop.
-pub fn guard_loop<R>(name: &str, event_loop: &Loop, on_panic: R, body: impl FnOnce() -> R) -> R {
+pub(crate) fn guard_loop<R>(name: &str, event_loop: &Loop, on_panic: R, body: impl FnOnce() -> R) -> R {
     let mut panicked = true;
     let r = guard(name, on_panic, || {
         let r = body();

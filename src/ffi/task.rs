@@ -2,11 +2,11 @@
 
 use std::ffi::{c_char, c_int, c_void};
 
+use super::convert::*;
 use super::panic::guard;
-use super::types::*;
-use crate::callback::{Owned, afut_free_fn, afut_step_fn};
-use crate::status::*;
-use crate::task;
+use crate::abi::*;
+use crate::callback::Owned;
+use crate::tasks::task;
 
 /// Creates a task (asyncio `loop.create_task()`): a future driven by `step`.
 ///
@@ -83,6 +83,11 @@ use crate::task;
 /// `userdata` (see Lifetime); on failure it stays the caller's.
 /// Returns: NULL if the loop is closed.
 /// Bad input: NULL `loop` or `step` returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `step` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_task_new(
     r#loop: *mut afut_loop_t,
@@ -117,6 +122,10 @@ pub unsafe extern "C" fn afut_task_new(
 /// first); `AFUT_ERR_LOOP_CLOSED` if `fut` is done and the loop closed.
 /// Bad input: NULL `task` or `fut`, or a `task` that is not a task, returns
 /// `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_task_await(task: *mut afut_t, fut: *mut afut_t) -> afut_status_t {
     guard("afut_task_await", AFUT_ERR_PANIC, || {
@@ -131,6 +140,9 @@ pub unsafe extern "C" fn afut_task_await(task: *mut afut_t, fut: *mut afut_t) ->
 /// True iff `fut` is a task (created by `afut_task_new`).
 ///
 /// Thread: any. Bad input: NULL returns false.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_is_task(fut: *const afut_t) -> bool {
     guard("afut_is_task", false, || {
@@ -144,6 +156,9 @@ pub unsafe extern "C" fn afut_is_task(fut: *const afut_t) -> bool {
 ///
 /// Thread: any.
 /// Bad input: NULL or a future that is not a task returns -1.
+///
+/// # Safety
+/// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_task_cancelling(task: *const afut_t) -> c_int {
     guard("afut_task_cancelling", -1, || {
@@ -160,6 +175,9 @@ pub unsafe extern "C" fn afut_task_cancelling(task: *const afut_t) -> c_int {
 /// Thread: any (normally the task's own step).
 /// Returns: the remaining count.
 /// Bad input: NULL or a future that is not a task returns -1.
+///
+/// # Safety
+/// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_task_uncancel(task: *mut afut_t) -> c_int {
     guard("afut_task_uncancel", -1, || {
@@ -179,6 +197,10 @@ pub unsafe extern "C" fn afut_task_uncancel(task: *mut afut_t) -> c_int {
 /// Ownership: `*msg_out` (may be NULL) receives the pending message or NULL; it is borrowed
 /// from the task and valid as long as the task lives. Written only when returning true.
 /// Bad input: NULL or a future that is not a task returns false.
+///
+/// # Safety
+/// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `msg_out` is NULL or valid for one write of its type.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_task_cancel_requested(task: *const afut_t, msg_out: *mut *const c_char) -> bool {
     guard("afut_task_cancel_requested", false, || {
@@ -210,6 +232,10 @@ pub unsafe extern "C" fn afut_task_cancel_requested(task: *const afut_t, msg_out
 /// and valid as long as the task lives. Written only when returning true.
 /// Returns: true if a request was pending and is now taken.
 /// Bad input: NULL or a future that is not a task returns false.
+///
+/// # Safety
+/// `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+/// `msg_out` is NULL or valid for one write of its type.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_task_take_cancel(task: *mut afut_t, msg_out: *mut *const c_char) -> bool {
     guard("afut_task_take_cancel", false, || {

@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::handles::{Handle, HandleTable};
+use crate::runtime::handles::{Handle, HandleTable};
 
 /// 24 bytes: the heap's cost is mostly moving entries around.
 struct TimerEntry {
@@ -49,7 +49,7 @@ impl Ord for TimerEntry {
 }
 
 #[derive(Default)]
-pub struct TimerHeap {
+pub(crate) struct TimerHeap {
     heap: BinaryHeap<TimerEntry>,
     next_seq: u64,
     dead: usize,
@@ -58,14 +58,14 @@ pub struct TimerHeap {
 const COMPACT_MIN: usize = 100;
 
 impl TimerHeap {
-    pub fn push(&mut self, when: f64, handle: Handle) {
+    pub(crate) fn push(&mut self, when: f64, handle: Handle) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(TimerEntry { key: order_key(when), seq, handle });
     }
 
     /// Records that one heap entry's handle was cancelled.
-    pub fn note_cancelled(&mut self, handles: &HandleTable) {
+    pub(crate) fn note_cancelled(&mut self, handles: &HandleTable) {
         self.dead += 1;
         if self.heap.len() > COMPACT_MIN && self.dead * 2 > self.heap.len() {
             self.heap.retain(|e| handles.contains(e.handle));
@@ -84,13 +84,13 @@ impl TimerHeap {
     }
 
     /// The earliest live deadline.
-    pub fn next_deadline(&mut self, handles: &HandleTable) -> Option<f64> {
+    pub(crate) fn next_deadline(&mut self, handles: &HandleTable) -> Option<f64> {
         self.drop_dead_head(handles);
         self.heap.peek().map(|e| when_of(e.key))
     }
 
     /// Pops every live timer due at `now` (deadline order, FIFO ties) into `out`.
-    pub fn pop_due(&mut self, now: f64, handles: &mut HandleTable, mut out: impl FnMut(Handle)) {
+    pub(crate) fn pop_due(&mut self, now: f64, handles: &mut HandleTable, mut out: impl FnMut(Handle)) {
         loop {
             self.drop_dead_head(handles);
             match self.heap.peek() {
@@ -106,12 +106,12 @@ impl TimerHeap {
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.heap.clear();
         self.dead = 0;
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }
 }

@@ -4,17 +4,18 @@
 //! (asyncio's `sleep(0)`, SEMANTICS.md SL1). Cancelling the future cancels its timer on the
 //! next iteration, which frees the value (it was never delivered).
 
-use crate::callback::{Callback, DoneCallback, Owned};
+use crate::abi::*;
+use crate::callback::{Callback, Owned};
 use crate::clock;
-use crate::eventloop::{Loop, next_token};
-use crate::future::Future;
-use crate::status::*;
+use crate::futures::done::next_token;
+use crate::futures::future::{DoneCb, Future};
+use crate::runtime::eventloop::Loop;
 
-pub fn sleep(event_loop: &Loop, delay_s: f64, value: Owned) -> Result<Future, (afut_status_t, Owned)> {
+pub(crate) fn sleep(event_loop: &Loop, delay_s: f64, value: Owned) -> Result<Future, (afut_status_t, Owned)> {
     if delay_s.is_nan() {
         return Err((AFUT_ERR_INVALID_ARGUMENT, value));
     }
-    let fut = Future::new(Some(event_loop.clone()));
+    let fut = Future::new(Some(event_loop.link()));
     let target = fut.clone();
     // The value travels in a slot so that a refused schedule can give it back.
     let slot = std::sync::Arc::new(parking_lot::Mutex::new(Some(value)));
@@ -35,7 +36,7 @@ pub fn sleep(event_loop: &Loop, delay_s: f64, value: Owned) -> Result<Future, (a
         }
     };
     let timer_loop = event_loop.clone();
-    let cancel_timer = DoneCallback::rust(next_token(), move |f: &Future| {
+    let cancel_timer = DoneCb::rust(next_token(), move |f: &Future| {
         if f.is_cancelled() {
             timer_loop.cancel(handle);
         }

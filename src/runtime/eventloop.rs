@@ -18,15 +18,16 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::callback::{Callback, CallbackList, DoneCallback, Hook};
+use crate::abi::*;
+use crate::callback::{Callback, Hook};
 use crate::clock;
-use crate::ffi::types::afut_loop_t;
-use crate::future::{Future, FutureInner};
-use crate::handles::{Handle, HandleTable};
-use crate::report::{Handler, afut_error_context_t, afut_exception_t, write_to_stderr};
-use crate::status::*;
-use crate::timers::TimerHeap;
-use crate::wakeup::Wakeup;
+use crate::futures::done::{CallbackList, next_token};
+use crate::futures::future::{Callbacks, DoneCb, Future, FutureInner, LoopLink};
+use crate::runtime::handles::{Handle, HandleTable};
+use crate::runtime::report::{Handler, write_to_stderr};
+use crate::runtime::timers::TimerHeap;
+use crate::runtime::wakeup::Wakeup;
+use crate::thread_id::current as thread_token;
 
 /// Debug mode reports callbacks slower than this (asyncio `slow_callback_duration`).
 const SLOW_CALLBACK_S: f64 = 0.1;
@@ -35,7 +36,7 @@ enum Item {
     /// A `call_soon` / due `call_at` entry; skipped if its handle was cancelled meanwhile.
     Call(Handle),
     /// A done-callback of a completed future.
-    Done(Future, DoneCallback),
+    Done(Future, DoneCb),
 }
 
 #[derive(Default)]
@@ -48,7 +49,7 @@ struct Sched {
     timers: TimerHeap,
 }
 
-pub struct LoopInner {
+pub(crate) struct LoopInner {
     sched: Mutex<Sched>,
     wake: Wakeup,
     /// Token of the thread inside run_* / close (0: none).
@@ -70,14 +71,14 @@ pub struct LoopInner {
 
 /// A reference to a loop.
 #[derive(Clone)]
-pub struct Loop(pub(crate) Arc<LoopInner>);
+pub(crate) struct Loop(pub(crate) Arc<LoopInner>);
 
-use crate::thread_id::current as thread_token;
+impl std::ops::Deref for Loop {
+    type Target = LoopInner;
 
-/// A unique token for library-internal done-callbacks.
-pub fn next_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+    fn deref(&self) -> &LoopInner {
+        &self.0
+    }
 }
 
 /// How long to wait for the next timer, capped by `max_wait_ms` (-1: no cap); the ready queue
@@ -105,7 +106,7 @@ impl Drop for RunGuard<'_> {
 }
 
 impl Loop {
-    pub fn new() -> std::io::Result<Loop> {
+    pub(crate) fn new() -> std::io::Result<Loop> {
         Ok(Loop(Arc::new(LoopInner {
             sched: Mutex::new(Sched::default()),
             wake: Wakeup::new()?,
@@ -123,51 +124,50 @@ impl Loop {
         })))
     }
 
-    pub fn as_ptr(&self) -> *mut afut_loop_t {
-        Arc::as_ptr(&self.0) as *mut afut_loop_t
+    /// The loop a future is bound to (None: a loop-less future).
+    pub(crate) fn of(fut: &Future) -> Option<Loop> {
+        let link = fut.event_loop()?.clone();
+        Some(Loop(link.into_any().downcast::<LoopInner>().ok()?))
     }
 
-    pub fn same(&self, other: &Loop) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+    /// This loop as a future sees it.
+    pub(crate) fn link(&self) -> Arc<dyn LoopLink> {
+        self.0.clone()
+    }
+
+    /// True if `fut` is bound to this loop.
+    pub(crate) fn owns(&self, fut: &Future) -> bool {
+        fut.event_loop().is_some_and(|l| std::ptr::addr_eq(Arc::as_ptr(l), Arc::as_ptr(&self.0)))
     }
 
     fn downgrade(&self) -> Weak<LoopInner> {
         Arc::downgrade(&self.0)
     }
 
-    pub fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.0.running.load(Ordering::Acquire) != 0
     }
 
-    /// True on the thread currently inside this loop's run_* call.
-    pub fn is_running_on_this_thread(&self) -> bool {
-        self.0.running.load(Ordering::Acquire) == thread_token()
-    }
-
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.0.closed.load(Ordering::Acquire)
     }
 
-    pub fn is_freed(&self) -> bool {
-        self.0.freed.load(Ordering::Acquire)
-    }
-
-    pub fn is_poisoned(&self) -> bool {
+    pub(crate) fn is_poisoned(&self) -> bool {
         self.0.poisoned.load(Ordering::Acquire)
     }
 
-    pub fn poison(&self) {
+    pub(crate) fn poison(&self) {
         self.0.poisoned.store(true, Ordering::Release);
     }
 
-    pub fn set_debug(&self, on: bool) {
+    pub(crate) fn set_debug(&self, on: bool) {
         self.0.debug.store(on, Ordering::Release);
     }
 
     // ----- scheduling (any thread) -----
 
     /// `call_soon` (`when == None`) or `call_at`. On failure the callback comes back unrun.
-    pub fn schedule(&self, cb: Callback, when: Option<f64>) -> Result<Handle, (afut_status_t, Callback)> {
+    pub(crate) fn schedule(&self, cb: Callback, when: Option<f64>) -> Result<Handle, (afut_status_t, Callback)> {
         let mut s = self.0.sched.lock();
         if s.closed {
             return Err((AFUT_ERR_LOOP_CLOSED, cb));
@@ -196,26 +196,9 @@ impl Loop {
         Ok(handle)
     }
 
-    /// Queues a completed future's callbacks as one contiguous run (F5). On a closed loop
-    /// they come back unqueued.
-    pub fn schedule_done(&self, fut: &Future, callbacks: CallbackList) -> Result<(), (afut_status_t, CallbackList)> {
-        let mut s = self.0.sched.lock();
-        if s.closed {
-            return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
-        }
-        match callbacks {
-            CallbackList::Empty => {}
-            CallbackList::One(cb) => s.ready.push_back(Item::Done(fut.clone(), cb)),
-            CallbackList::Many(v) => s.ready.extend(v.into_iter().map(|cb| Item::Done(fut.clone(), cb))),
-        }
-        drop(s);
-        self.notify();
-        Ok(())
-    }
-
     /// Registers a future whose behaviour must hear of the loop's close (a task: it can never
     /// run again then). Held weakly; dead entries are pruned as the list grows.
-    pub fn watch_close(&self, fut: &Future) {
+    pub(crate) fn watch_close(&self, fut: &Future) {
         let mut w = self.0.watched.lock();
         if w.len() == w.capacity() {
             w.retain(|f| f.strong_count() > 0);
@@ -225,7 +208,7 @@ impl Loop {
 
     /// `afut_loop_cancel`: true iff the callback had not started; it is dropped (its
     /// userdata freed) after the lock is released.
-    pub fn cancel(&self, handle: Handle) -> bool {
+    pub(crate) fn cancel(&self, handle: Handle) -> bool {
         let entry = {
             let mut s = self.0.sched.lock();
             let Some(entry) = s.handles.remove(handle) else { return false };
@@ -239,50 +222,15 @@ impl Loop {
         true
     }
 
-    /// Work was queued (the `sched` lock is released): wake whoever may be waiting for it.
-    ///
-    /// - A host watches the fd (host mode): always signal, unless this is the running loop
-    ///   thread itself, which re-signals at the end of its iteration if work is left.
-    /// - Otherwise only a loop running on another thread can be blocked. If no thread runs
-    ///   it, none is blocked: the next run looks at the queue before it waits. This check is
-    ///   race-free because the queue push and the run's queue check both happen under `sched`:
-    ///   either the run locked `sched` after our push (and sees the item), or our push locked
-    ///   it after the run did, and then the run's claim of `running` (made before its lock)
-    ///   is visible here.
-    fn notify(&self) {
-        if self.waiter_elsewhere() {
-            self.signal();
-        }
-    }
-
-    /// Whether a thread other than this one may be waiting for the loop's work: a host
-    /// watching the fd, or a run on another thread (see [`Loop::notify`]).
-    fn waiter_elsewhere(&self) -> bool {
-        let running = self.0.running.load(Ordering::Acquire);
-        if running == 0 {
-            return self.0.host_mode.load(Ordering::Acquire);
-        }
-        running != thread_token()
-    }
-
-    fn signal(&self) {
-        if self.0.wake.signal() {
-            let hook = self.0.wakeup_hook.lock().clone();
-            if let Some(h) = hook {
-                h.call();
-            }
-        }
-    }
-
     /// `afut_loop_stop`: the current batch finishes, then the run returns.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.0.stopping.store(true, Ordering::Release);
         self.notify();
     }
 
     // ----- host integration -----
 
-    pub fn fd(&self) -> i32 {
+    pub(crate) fn fd(&self) -> i32 {
         if !self.0.host_mode.swap(true, Ordering::AcqRel) {
             let work = {
                 let mut s = self.0.sched.lock();
@@ -297,7 +245,7 @@ impl Loop {
         self.0.wake.fd()
     }
 
-    pub fn set_wakeup_hook(&self, hook: Option<Hook>) {
+    pub(crate) fn set_wakeup_hook(&self, hook: Option<Hook>) {
         let old = std::mem::replace(&mut *self.0.wakeup_hook.lock(), hook.map(Arc::new));
         self.0.host_mode.store(true, Ordering::Release);
         drop(old);
@@ -305,7 +253,7 @@ impl Loop {
 
     /// `afut_loop_timeout_ms`: -1 nothing scheduled, 0 work ready, else ms to the next timer
     /// rounded up.
-    pub fn timeout_ms(&self) -> i32 {
+    pub(crate) fn timeout_ms(&self) -> i32 {
         if self.is_closed() {
             return -1;
         }
@@ -329,12 +277,7 @@ impl Loop {
         if self.is_closed() {
             return Err(AFUT_ERR_LOOP_CLOSED);
         }
-        if self
-            .0
-            .running
-            .compare_exchange(0, thread_token(), Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
+        if self.0.running.compare_exchange(0, thread_token(), Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Err(AFUT_ERR_LOOP_RUNNING);
         }
         let guard = RunGuard(&self.0);
@@ -344,7 +287,7 @@ impl Loop {
         Ok(guard)
     }
 
-    pub fn run_forever(&self) -> afut_status_t {
+    pub(crate) fn run_forever(&self) -> afut_status_t {
         let _guard = match self.enter() {
             Ok(g) => g,
             Err(s) => return s,
@@ -365,8 +308,8 @@ impl Loop {
     }
 
     /// `afut_loop_run_until_complete` for a future bound to this loop.
-    pub fn run_until_complete(&self, fut: &Future) -> afut_status_t {
-        if !fut.event_loop().is_some_and(|l| l.same(self)) {
+    pub(crate) fn run_until_complete(&self, fut: &Future) -> afut_status_t {
+        if !self.owns(fut) {
             return AFUT_ERR_INVALID_ARGUMENT;
         }
         let _guard = match self.enter() {
@@ -376,7 +319,7 @@ impl Loop {
         let generation = self.0.run_generation.fetch_add(1, Ordering::AcqRel) + 1;
         let token = next_token();
         let weak = self.downgrade();
-        let stopper = DoneCallback::rust(token, move |_| {
+        let stopper = DoneCb::rust(token, move |_| {
             if let Some(l) = weak.upgrade() {
                 if l.run_generation.load(Ordering::Acquire) == generation {
                     l.stopping.store(true, Ordering::Release);
@@ -402,7 +345,7 @@ impl Loop {
     }
 
     /// `afut_loop_run_once`: one iteration, waiting up to `timeout_ms` for work.
-    pub fn run_once(&self, timeout_ms: i32) -> Result<usize, afut_status_t> {
+    pub(crate) fn run_once(&self, timeout_ms: i32) -> Result<usize, afut_status_t> {
         let _guard = self.enter()?;
         Ok(self.iteration(if timeout_ms < 0 { -1 } else { timeout_ms }, None))
     }
@@ -494,8 +437,8 @@ impl Loop {
             if let (Some(t), Some(what)) = (started, what) {
                 let took = t.elapsed().as_secs_f64();
                 if took >= SLOW_CALLBACK_S {
-                    let msg = std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds"))
-                        .unwrap_or_default();
+                    let msg =
+                        std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds")).unwrap_or_default();
                     self.report(&msg, None, None);
                 }
             }
@@ -542,7 +485,7 @@ impl Loop {
 
     /// `afut_loop_close`: refuses while running; drops everything queued (each userdata freed
     /// once, outside the lock); idempotent.
-    pub fn close(&self) -> afut_status_t {
+    pub(crate) fn close(&self) -> afut_status_t {
         let _guard = match self.enter() {
             Ok(g) => g,
             Err(AFUT_ERR_LOOP_CLOSED) => return AFUT_OK,
@@ -579,11 +522,9 @@ impl Loop {
 
     /// `afut_loop_free`: closes, then releases the handler and the wakeup hook. The caller
     /// then drops its reference; futures may keep the loop's memory alive a while longer.
-    pub fn release(&self) -> bool {
+    pub(crate) fn release(&self) -> bool {
         if self.0.running.load(Ordering::Acquire) != 0 {
-            eprintln!(
-                "afut: afut_loop_free() called while the loop is running (from one of its callbacks?); ignored"
-            );
+            eprintln!("afut: afut_loop_free() called while the loop is running (from one of its callbacks?); ignored");
             return false;
         }
         self.close();
@@ -597,14 +538,65 @@ impl Loop {
 
     // ----- reports -----
 
-    pub fn set_exception_handler(&self, handler: Option<Handler>) {
+    pub(crate) fn set_exception_handler(&self, handler: Option<Handler>) {
         let old = std::mem::replace(&mut *self.0.handler.lock(), handler.map(Arc::new));
         drop(old);
     }
+}
+
+impl LoopInner {
+    /// The handle C sees for this loop.
+    pub(crate) fn as_ptr(&self) -> *mut afut_loop_t {
+        self as *const LoopInner as *mut afut_loop_t
+    }
+
+    /// True on the thread currently inside this loop's run_* call.
+    pub(crate) fn is_running_on_this_thread(&self) -> bool {
+        self.running.load(Ordering::Acquire) == thread_token()
+    }
+
+    pub(crate) fn is_freed(&self) -> bool {
+        self.freed.load(Ordering::Acquire)
+    }
+
+    /// Work was queued (the `sched` lock is released): wake whoever may be waiting for it.
+    ///
+    /// - A host watches the fd (host mode): always signal, unless this is the running loop
+    ///   thread itself, which re-signals at the end of its iteration if work is left.
+    /// - Otherwise only a loop running on another thread can be blocked. If no thread runs
+    ///   it, none is blocked: the next run looks at the queue before it waits. This check is
+    ///   race-free because the queue push and the run's queue check both happen under `sched`:
+    ///   either the run locked `sched` after our push (and sees the item), or our push locked
+    ///   it after the run did, and then the run's claim of `running` (made before its lock)
+    ///   is visible here.
+    fn notify(&self) {
+        if self.waiter_elsewhere() {
+            self.signal();
+        }
+    }
+
+    /// Whether a thread other than this one may be waiting for the loop's work: a host
+    /// watching the fd, or a run on another thread (see [`Loop::notify`]).
+    fn waiter_elsewhere(&self) -> bool {
+        let running = self.running.load(Ordering::Acquire);
+        if running == 0 {
+            return self.host_mode.load(Ordering::Acquire);
+        }
+        running != thread_token()
+    }
+
+    fn signal(&self) {
+        if self.wake.signal() {
+            let hook = self.wakeup_hook.lock().clone();
+            if let Some(h) = hook {
+                h.call();
+            }
+        }
+    }
 
     /// Delivers a report to the exception handler (or stderr), with no lock held.
-    pub fn report(&self, message: &CStr, future: Option<&FutureInner>, exception: Option<&afut_exception_t>) {
-        let handler = if self.is_freed() { None } else { self.0.handler.lock().clone() };
+    fn deliver_report(&self, message: &CStr, future: Option<&FutureInner>, exception: Option<&afut_exception_t>) {
+        let handler = if self.is_freed() { None } else { self.handler.lock().clone() };
         match handler {
             Some(h) => {
                 let ctx = afut_error_context_t {
@@ -619,5 +611,36 @@ impl Loop {
                 write_to_stderr(message, description.as_deref(), exception);
             }
         }
+    }
+}
+
+impl LoopLink for LoopInner {
+    /// Queues a completed future's callbacks as one contiguous run (F5). On a closed loop
+    /// they come back unqueued.
+    fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)> {
+        let mut s = self.sched.lock();
+        if s.closed {
+            return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
+        }
+        match callbacks {
+            CallbackList::Empty => {}
+            CallbackList::One(cb) => s.ready.push_back(Item::Done(fut.clone(), cb)),
+            CallbackList::Many(v) => s.ready.extend(v.into_iter().map(|cb| Item::Done(fut.clone(), cb))),
+        }
+        drop(s);
+        self.notify();
+        Ok(())
+    }
+
+    fn is_running_on_this_thread(&self) -> bool {
+        LoopInner::is_running_on_this_thread(self)
+    }
+
+    fn report(&self, message: &CStr, future: Option<&FutureInner>, exception: Option<&afut_exception_t>) {
+        self.deliver_report(message, future, exception)
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync> {
+        self
     }
 }

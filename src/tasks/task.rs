@@ -12,49 +12,17 @@
 //! handle. The task releases its userdata (and what it awaits) as soon as it is done.
 
 use std::any::Any;
-use std::ffi::{CString, c_char, c_void};
+use std::ffi::{CString, c_char};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::callback::{Callback, DoneCallback, Owned, RawPtr, StepFn, call_step};
-use crate::eventloop::{Loop, next_token};
-use crate::future::Future;
-use crate::status::*;
-
-/// What a task or combinator adds to its future. Attached at creation, consulted by
-/// [`Future`] for the public `set_result` / `set_exception` / `cancel`.
-pub trait Behaviour: Send + Sync + 'static {
-    /// True for a task (`afut_is_task`, "Task" in reports and describe()).
-    fn is_task(&self) -> bool {
-        false
-    }
-    /// `AFUT_OK` if a public `set_result` / `set_exception` may complete the future now,
-    /// else the status to refuse it with.
-    fn check_complete(&self, _fut: &Future) -> afut_status_t {
-        AFUT_OK
-    }
-    /// The public cancel. The default is the plain Future cancel.
-    fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
-        fut.cancel_plain(msg)
-    }
-    /// The future's loop was closed (futures registered with `Loop::watch_close` only).
-    fn loop_closed(&self, _fut: &Future) {}
-    /// The word `afut_describe` uses for a pending future ("pending" when None).
-    fn pending_word(&self) -> Option<&'static str> {
-        None
-    }
-    fn as_any(&self) -> &dyn Any;
-}
-
-/// A number that identifies the calling thread (the address of a thread-local), without the
-/// allocation `std::thread::current()` makes.
-fn this_thread() -> usize {
-    thread_local! {
-        static MARK: u8 = const { 0 };
-    }
-    MARK.with(|m| m as *const u8 as usize)
-}
+use crate::abi::*;
+use crate::callback::{Callback, Owned, RawPtr, call_step};
+use crate::futures::done::next_token;
+use crate::futures::future::{Behaviour, DoneCb, Future};
+use crate::runtime::eventloop::Loop;
+use crate::thread_id;
 
 struct TaskInner {
     /// The C userdata; taken (and freed) once the task is done.
@@ -62,7 +30,7 @@ struct TaskInner {
     /// asyncio `_fut_waiter`: the future the task awaits, set by `afut_task_await`.
     awaited: Option<Future>,
     /// The thread running the step right now, if any.
-    stepping: Option<usize>,
+    stepping: Option<u64>,
     /// asyncio `_must_cancel`: a cancel request not delivered through an awaited future.
     must_cancel: bool,
     /// Index into `messages` of the pending cancel message (None: no message).
@@ -75,7 +43,7 @@ struct TaskInner {
 }
 
 /// The state of a task.
-pub struct Task {
+pub(crate) struct Task {
     step: StepFn,
     inner: Mutex<TaskInner>,
     /// Set while a cancel is being passed on to the awaited future: a cycle of awaits (a task
@@ -103,7 +71,7 @@ impl Behaviour for Task {
     /// `_must_cancel` is set cancels instead, test_cancel_at_end).
     fn check_complete(&self, _fut: &Future) -> afut_status_t {
         let g = self.inner.lock();
-        if g.stepping != Some(this_thread()) || g.awaited.is_some() {
+        if g.stepping != Some(thread_id::current()) || g.awaited.is_some() {
             AFUT_ERR_INVALID_STATE
         } else if g.must_cancel {
             AFUT_ERR_CANCELLED
@@ -141,14 +109,14 @@ impl Behaviour for Task {
         true
     }
 
-    /// A pending task can never run again once its loop is closed: end it now, as asyncio
-    /// reports a pending task that goes away. Releasing the awaited future also breaks the
-    /// task <-> awaited-future cycle that would otherwise outlive the loop.
     /// asyncio's Task repr says "cancelling" while cancel requests are pending (T5).
     fn pending_word(&self) -> Option<&'static str> {
         (self.inner.lock().num_cancels > 0).then_some("cancelling")
     }
 
+    /// A pending task can never run again once its loop is closed: end it now, as asyncio
+    /// reports a pending task that goes away. Releasing the awaited future also breaks the
+    /// task <-> awaited-future cycle that would otherwise outlive the loop.
     fn loop_closed(&self, fut: &Future) {
         if fut.is_done() {
             return;
@@ -166,7 +134,7 @@ impl Behaviour for Task {
 
 /// `afut_task_new`: a task whose first step runs on the next iteration of `event_loop`.
 /// On failure (a closed loop) the userdata comes back unfreed.
-pub fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future, (afut_status_t, Owned)> {
+pub(crate) fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future, (afut_status_t, Owned)> {
     let task = Task {
         step,
         propagating: AtomicBool::new(false),
@@ -180,7 +148,7 @@ pub fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future
             num_cancels: 0,
         }),
     };
-    let fut = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(task)));
+    let fut = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(task)));
     event_loop.watch_close(&fut);
     let t = fut.clone();
     if let Err((status, cb)) = event_loop.schedule(Callback::rust(move || run_step(&t, None)), None) {
@@ -194,7 +162,7 @@ pub fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future
 /// Schedules the next step (a yield). A closed loop can never run it: the task then ends
 /// cancelled, releasing its userdata.
 fn schedule_step(task: &Future) {
-    let Some(l) = task.event_loop() else { return };
+    let Some(l) = Loop::of(task) else { return };
     let t = task.clone();
     if let Err((_, cb)) = l.schedule(Callback::rust(move || run_step(&t, None)), None) {
         drop(cb);
@@ -221,12 +189,12 @@ fn run_step(task: &Future, awaited: Option<Future>) {
         if task.is_done() {
             return;
         }
-        g.stepping = Some(this_thread());
+        g.stepping = Some(thread_id::current());
         (g.userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr()), g.awaited.take())
     };
     // Dropped with no lock held: it may be the last reference (C destructors may run).
     drop(previous);
-    call_step(t.step, task, awaited.as_ref(), RawPtr(userdata));
+    call_step(t.step, task.as_ptr(), awaited.as_ref().map_or(std::ptr::null_mut(), |a| a.as_ptr()), RawPtr(userdata));
 
     let mut g = t.inner.lock();
     g.stepping = None;
@@ -256,27 +224,25 @@ fn run_step(task: &Future, awaited: Option<Future>) {
     }
 }
 
-
 /// `afut_task_await`: called from inside the task's step.
-pub fn await_future(task: &Future, fut: &Future) -> afut_status_t {
+pub(crate) fn await_future(task: &Future, fut: &Future) -> afut_status_t {
     let Some(t) = Task::of(task) else { return AFUT_ERR_INVALID_ARGUMENT };
     if task.same(fut) {
         return AFUT_ERR_INVALID_ARGUMENT; // 'Task cannot await on itself'
     }
-    match (task.event_loop(), fut.event_loop()) {
-        (Some(a), Some(b)) if a.same(b) => {}
-        _ => return AFUT_ERR_INVALID_ARGUMENT, // a future of another loop, or loop-less
+    if !Loop::of(task).is_some_and(|l| l.owns(fut)) {
+        return AFUT_ERR_INVALID_ARGUMENT; // a future of another loop, or loop-less
     }
     let (must_cancel, msg) = {
         let mut g = t.inner.lock();
-        if g.stepping != Some(this_thread()) || g.awaited.is_some() || task.is_done() {
+        if g.stepping != Some(thread_id::current()) || g.awaited.is_some() || task.is_done() {
             return AFUT_ERR_INVALID_STATE;
         }
         g.awaited = Some(fut.clone());
         (g.must_cancel, t.pending_message(&g))
     };
     let me = task.clone();
-    let wakeup = DoneCallback::rust(next_token(), move |f: &Future| run_step(&me, Some(f.clone())));
+    let wakeup = DoneCb::rust(next_token(), move |f: &Future| run_step(&me, Some(f.clone())));
     if let Err((status, cb)) = fut.add_done_callback(wakeup) {
         drop(cb);
         let mine = t.inner.lock().awaited.take();
@@ -290,13 +256,13 @@ pub fn await_future(task: &Future, fut: &Future) -> afut_status_t {
 }
 
 /// `afut_task_cancelling` (T5): the number of pending cancel requests; None if not a task.
-pub fn cancelling(task: &Future) -> Option<u32> {
+pub(crate) fn cancelling(task: &Future) -> Option<u32> {
     Task::of(task).map(|t| t.inner.lock().num_cancels)
 }
 
 /// `afut_task_uncancel` (T5, 3.13): decrements the count (never below 0); at 0 it also
 /// withdraws a pending cancel request. Returns the new count.
-pub fn uncancel(task: &Future) -> Option<u32> {
+pub(crate) fn uncancel(task: &Future) -> Option<u32> {
     let t = Task::of(task)?;
     let mut g = t.inner.lock();
     if g.num_cancels > 0 {
@@ -310,7 +276,7 @@ pub fn uncancel(task: &Future) -> Option<u32> {
 
 /// `afut_task_cancel_requested`: whether a cancel request is pending (not delivered through
 /// an awaited future), and its message (borrowed; lives as long as the task).
-pub fn cancel_requested(task: &Future) -> Option<(bool, *const c_char)> {
+pub(crate) fn cancel_requested(task: &Future) -> Option<(bool, *const c_char)> {
     let t = Task::of(task)?;
     let g = t.inner.lock();
     let msg = match (g.must_cancel, g.cancel_message) {
@@ -324,10 +290,10 @@ pub fn cancel_requested(task: &Future) -> Option<(bool, *const c_char)> {
 /// clears `_must_cancel` when it throws CancelledError into the coroutine). Returns None if
 /// not a task, Some(None) if nothing was taken (or not called from the step), else the
 /// message pointer (borrowed; lives as long as the task).
-pub fn take_cancel(task: &Future) -> Option<Option<*const c_char>> {
+pub(crate) fn take_cancel(task: &Future) -> Option<Option<*const c_char>> {
     let t = Task::of(task)?;
     let mut g = t.inner.lock();
-    if g.stepping != Some(this_thread()) || !g.must_cancel {
+    if g.stepping != Some(thread_id::current()) || !g.must_cancel {
         return Some(None);
     }
     g.must_cancel = false;
@@ -335,11 +301,6 @@ pub fn take_cancel(task: &Future) -> Option<Option<*const c_char>> {
 }
 
 /// True if `fut` is a task.
-pub fn is_task(fut: &Future) -> bool {
+pub(crate) fn is_task(fut: &Future) -> bool {
     Task::of(fut).is_some()
-}
-
-/// The userdata pointer of a task (for bindings); NULL once the task is done.
-pub fn userdata(task: &Future) -> Option<*mut c_void> {
-    Task::of(task).map(|t| t.inner.lock().userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr()))
 }

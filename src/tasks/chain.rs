@@ -7,28 +7,26 @@
 //! `cancel` is thread-safe, so no extra hop is needed). The source side holds the wrapper
 //! weakly, so a wrapper nobody holds any more simply goes away.
 
-use crate::callback::{Callback, DoneCallback};
-use crate::eventloop::{Loop, next_token};
-use crate::future::Future;
+use crate::callback::Callback;
+use crate::futures::done::next_token;
+use crate::futures::future::{DoneCb, Future};
+use crate::runtime::eventloop::Loop;
 
 /// `afut_ensure_future`: `fut` itself if it is bound to `event_loop`, else a wrapper.
-pub fn ensure_future(event_loop: &Loop, fut: &Future) -> Future {
-    match fut.event_loop() {
-        Some(l) if l.same(event_loop) => fut.clone(),
-        _ => wrap_future(event_loop, fut),
-    }
+pub(crate) fn ensure_future(event_loop: &Loop, fut: &Future) -> Future {
+    if event_loop.owns(fut) { fut.clone() } else { wrap_future(event_loop, fut) }
 }
 
 /// `afut_wrap_future`: a future on `event_loop` mirroring `source`.
-pub fn wrap_future(event_loop: &Loop, source: &Future) -> Future {
-    if source.event_loop().is_some_and(|l| l.same(event_loop)) {
+pub(crate) fn wrap_future(event_loop: &Loop, source: &Future) -> Future {
+    if event_loop.owns(source) {
         return source.clone();
     }
-    let dest = Future::new(Some(event_loop.clone()));
+    let dest = Future::new(Some(event_loop.link()));
 
     // wrapper cancelled -> cancel the source.
     let src = source.clone();
-    let _ = dest.add_done_callback(DoneCallback::rust(next_token(), move |d: &Future| {
+    let _ = dest.add_done_callback(DoneCb::rust(next_token(), move |d: &Future| {
         if d.is_cancelled() {
             src.cancel(d.cancel_message_owned());
         }
@@ -37,7 +35,7 @@ pub fn wrap_future(event_loop: &Loop, source: &Future) -> Future {
     // source done -> copy onto the wrapper, on the wrapper's loop.
     let weak_dest = dest.downgrade();
     let target_loop = event_loop.clone();
-    let copy = DoneCallback::rust(next_token(), move |s: &Future| {
+    let copy = DoneCb::rust(next_token(), move |s: &Future| {
         let Some(dest) = weak_dest.upgrade().map(Future) else { return };
         let s = s.clone();
         // A closed target loop drops the copy silently (asyncio 3.13 does the same).

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::clock;
 
-pub struct Wakeup {
+pub(crate) struct Wakeup {
     epoll: OwnedFd,
     event: OwnedFd,
     timer: OwnedFd,
@@ -37,15 +37,14 @@ fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
 }
 
 impl Wakeup {
-    pub fn new() -> io::Result<Wakeup> {
+    pub(crate) fn new() -> io::Result<Wakeup> {
         // SAFETY: plain system calls with constant arguments; each result is checked.
         let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: as above.
         let event = owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: as above.
-        let timer = owned(unsafe {
-            libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK)
-        })?;
+        let timer =
+            owned(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) })?;
         for fd in [event.as_raw_fd(), timer.as_raw_fd()] {
             let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
             // SAFETY: both fds are open and owned by this struct; `ev` is a valid event.
@@ -61,13 +60,13 @@ impl Wakeup {
     }
 
     /// The pollable fd handed to hosts.
-    pub fn fd(&self) -> RawFd {
+    pub(crate) fn fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
     }
 
     /// Raises the signal. True if this call made the idle -> signalled transition (and so
     /// wrote the eventfd); false if it was already signalled (coalesced).
-    pub fn signal(&self) -> bool {
+    pub(crate) fn signal(&self) -> bool {
         // A plain load first: while the loop has not consumed the last signal, producers only
         // read the flag's cache line instead of writing it.
         if self.signalled.load(Ordering::Acquire) || self.signalled.swap(true, Ordering::AcqRel) {
@@ -85,14 +84,14 @@ impl Wakeup {
         true
     }
 
-    pub fn is_signalled(&self) -> bool {
+    pub(crate) fn is_signalled(&self) -> bool {
         self.signalled.load(Ordering::Acquire)
     }
 
     /// Consumes a raised signal: drain the eventfd first, then clear the flag, so that a
     /// signal raised in between is never lost (its item is taken by the caller's next queue
     /// take, which happens after this returns).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if !self.signalled.load(Ordering::Acquire) {
             return;
         }
@@ -104,19 +103,19 @@ impl Wakeup {
 
     /// Lowers the flag without touching the eventfd (a standalone loop about to sleep: from
     /// now on producers write again; the loop drains the eventfd only once a wait returned).
-    pub fn lower(&self) {
+    pub(crate) fn lower(&self) {
         self.signalled.store(false, Ordering::Release);
     }
 
     /// Reads the eventfd (after a wait returned), leaving the flag as it is.
-    pub fn drain(&self) {
+    pub(crate) fn drain(&self) {
         let mut buf: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
         unsafe { libc::read(self.event.as_raw_fd(), (&raw mut buf).cast(), 8) };
     }
 
     /// Blocks until the fd is readable or `timeout_ms` passes (-1: forever).
-    pub fn wait(&self, timeout_ms: i32) {
+    pub(crate) fn wait(&self, timeout_ms: i32) {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         // SAFETY: one event slot, owned epoll fd; EINTR and timeouts are fine (the caller
         // re-examines its queue either way).
@@ -125,7 +124,7 @@ impl Wakeup {
 
     /// Arms the timerfd for `when` (loop clock), or disarms it for `None`. No system call
     /// when the armed deadline is unchanged.
-    pub fn arm_timer(&self, when: Option<f64>) {
+    pub(crate) fn arm_timer(&self, when: Option<f64>) {
         let when = when.unwrap_or(f64::INFINITY);
         if self.armed.swap(when.to_bits(), Ordering::AcqRel) == when.to_bits() {
             return;
@@ -135,7 +134,7 @@ impl Wakeup {
             it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
         };
         if when.is_finite() {
-            let delta = (when - clock::now()).max(1e-9).min(86_400.0 * 365.0);
+            let delta = (when - clock::now()).clamp(1e-9, 86_400.0 * 365.0);
             spec.it_value.tv_sec = delta.trunc() as libc::time_t;
             spec.it_value.tv_nsec = ((delta.fract() * 1e9) as libc::c_long).max(1);
         }
@@ -144,12 +143,12 @@ impl Wakeup {
     }
 
     /// The deadline the timerfd is armed for.
-    pub fn armed_deadline(&self) -> f64 {
+    pub(crate) fn armed_deadline(&self) -> f64 {
         f64::from_bits(self.armed.load(Ordering::Acquire))
     }
 
     /// Clears an expired timerfd so it stops being readable, and forgets the deadline.
-    pub fn consume_timer(&self) {
+    pub(crate) fn consume_timer(&self) {
         let mut buf: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking timerfd.
         unsafe { libc::read(self.timer.as_raw_fd(), (&raw mut buf).cast(), 8) };
@@ -159,7 +158,7 @@ impl Wakeup {
 
 /// True when `fd` is readable right now (a zero-timeout poll).
 #[cfg(test)]
-pub fn readable(fd: RawFd) -> bool {
+pub(crate) fn readable(fd: RawFd) -> bool {
     let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd, zero timeout.
     unsafe { libc::poll(&mut p, 1, 0) == 1 }

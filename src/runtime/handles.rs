@@ -6,21 +6,21 @@
 
 use crate::callback::Callback;
 
-pub type Handle = u64;
+pub(crate) type Handle = u64;
 
 struct Slot {
     generation: u32,
     entry: Option<Entry>,
 }
 
-pub struct Entry {
-    pub callback: Callback,
+pub(crate) struct Entry {
+    pub(crate) callback: Callback,
     /// True while the callback sits in the timer heap (not yet moved to the ready queue).
-    pub is_timer: bool,
+    pub(crate) is_timer: bool,
 }
 
 #[derive(Default)]
-pub struct HandleTable {
+pub(crate) struct HandleTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
@@ -31,7 +31,7 @@ fn split(handle: Handle) -> (u32, usize) {
 }
 
 impl HandleTable {
-    pub fn insert(&mut self, callback: Callback, is_timer: bool) -> Handle {
+    pub(crate) fn insert(&mut self, callback: Callback, is_timer: bool) -> Handle {
         let entry = Some(Entry { callback, is_timer });
         self.live += 1;
         let index = match self.free.pop() {
@@ -49,24 +49,20 @@ impl HandleTable {
 
     fn slot_mut(&mut self, handle: Handle) -> Option<&mut Slot> {
         let (generation, index) = split(handle);
-        self.slots
-            .get_mut(index)
-            .filter(|s| s.generation == generation && s.entry.is_some())
+        self.slots.get_mut(index).filter(|s| s.generation == generation && s.entry.is_some())
     }
 
-    pub fn contains(&self, handle: Handle) -> bool {
+    pub(crate) fn contains(&self, handle: Handle) -> bool {
         let (generation, index) = split(handle);
-        self.slots
-            .get(index)
-            .is_some_and(|s| s.generation == generation && s.entry.is_some())
+        self.slots.get(index).is_some_and(|s| s.generation == generation && s.entry.is_some())
     }
 
-    pub fn get_mut(&mut self, handle: Handle) -> Option<&mut Entry> {
+    pub(crate) fn get_mut(&mut self, handle: Handle) -> Option<&mut Entry> {
         self.slot_mut(handle)?.entry.as_mut()
     }
 
     /// Takes the entry out; the handle is dead from then on.
-    pub fn remove(&mut self, handle: Handle) -> Option<Entry> {
+    pub(crate) fn remove(&mut self, handle: Handle) -> Option<Entry> {
         let slot = self.slot_mut(handle)?;
         let entry = slot.entry.take();
         slot.generation = slot.generation.wrapping_add(1).max(1);
@@ -76,12 +72,13 @@ impl HandleTable {
         entry
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.live
     }
 
     /// Empties the table, returning every entry (to be dropped outside any lock).
-    pub fn drain(&mut self) -> Vec<Entry> {
+    pub(crate) fn drain(&mut self) -> Vec<Entry> {
         let mut out = Vec::with_capacity(self.live);
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(e) = slot.entry.take() {

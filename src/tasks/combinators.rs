@@ -14,15 +14,14 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use crate::callback::{Callback, DoneCallback, Owned};
-use crate::chain::ensure_future;
+use crate::abi::*;
+use crate::callback::{Callback, Owned};
 use crate::clock;
-use crate::eventloop::{Loop, next_token};
-use crate::ffi::types::afut_t;
-use crate::future::{Exception, ExceptionView, Future, FutureInner};
-use crate::handles::Handle;
-use crate::status::*;
-use crate::task::Behaviour;
+use crate::futures::done::next_token;
+use crate::futures::future::{Behaviour, DoneCb, Exception, ExceptionView, Future, FutureInner};
+use crate::runtime::eventloop::Loop;
+use crate::runtime::handles::Handle;
+use crate::tasks::chain::ensure_future;
 
 /// The message of the exception a timed-out `wait_for` / `as_completed` slot ends with.
 const TIMED_OUT: &std::ffi::CStr = c"timed out";
@@ -30,7 +29,7 @@ const TIMED_OUT: &std::ffi::CStr = c"timed out";
 /// A borrowed `afut_t *` in an array handed to C (the combinator keeps the future alive).
 #[repr(transparent)]
 #[derive(Clone, Copy)]
-pub struct FuturePtr(pub *mut afut_t);
+pub(crate) struct FuturePtr(pub *mut afut_t);
 
 // SAFETY: a handle of a reference-counted, thread-safe future that the owning combinator keeps
 // alive; the library never dereferences it through this type.
@@ -57,7 +56,11 @@ fn cancelled_as_exception(f: &Future) -> Exception {
 }
 
 fn timeout_exception() -> Exception {
-    Exception { code: AFUT_ERR_TIMEOUT, message: Some(TIMED_OUT.to_owned()), detail: Owned::borrowed(std::ptr::null_mut()) }
+    Exception {
+        code: AFUT_ERR_TIMEOUT,
+        message: Some(TIMED_OUT.to_owned()),
+        detail: Owned::borrowed(std::ptr::null_mut()),
+    }
 }
 
 /// Deduplicates the inputs (asyncio's `set()` / gather's one-child-per-object) and binds each
@@ -109,12 +112,12 @@ impl Behaviour for Gather {
 }
 
 /// `afut_gather`.
-pub fn gather(event_loop: &Loop, futs: &[Future], return_exceptions: bool) -> Future {
+pub(crate) fn gather(event_loop: &Loop, futs: &[Future], return_exceptions: bool) -> Future {
     let (children, index) = unique_inputs(event_loop, futs);
     let slots: Box<[FuturePtr]> = index.iter().map(|&i| FuturePtr(children[i].as_ptr())).collect();
     let n = children.len();
     let g = Gather { children, slots, return_exceptions, remaining: Mutex::new(n) };
-    let outer = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(g)));
+    let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(g)));
     let gather = outer.behaviour().and_then(|b| b.as_any().downcast_ref::<Gather>()).expect("a gather");
     if n == 0 {
         // G1: already done, with an empty result (NULL).
@@ -128,7 +131,7 @@ pub fn gather(event_loop: &Loop, futs: &[Future], return_exceptions: bool) -> Fu
             continue;
         }
         let weak = outer.downgrade();
-        let cb = DoneCallback::rust(next_token(), move |c: &Future| {
+        let cb = DoneCb::rust(next_token(), move |c: &Future| {
             if let Some(outer) = upgrade(&weak) {
                 gather_child_done(&outer, c);
             }
@@ -181,7 +184,7 @@ fn gather_child_done(outer: &Future, child: &Future) {
 
 /// `afut_gather_child`: the future at `index` (borrowed from the gather), NULL if `fut` is not
 /// a gather or `index` is out of range.
-pub fn gather_child(fut: &Future, index: usize) -> Option<*mut afut_t> {
+pub(crate) fn gather_child(fut: &Future, index: usize) -> Option<*mut afut_t> {
     let g = fut.behaviour()?.as_any().downcast_ref::<Gather>()?;
     g.slots.get(index).map(|p| p.0)
 }
@@ -232,12 +235,17 @@ fn wait_for_of(f: &Future) -> Option<&WaitFor> {
 }
 
 /// `afut_wait_for`. `timeout_s` is not NaN (checked by the caller).
-pub fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Future {
+pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Future {
     let inner = ensure_future(event_loop, fut);
-    let w = WaitFor { event_loop: event_loop.clone(), inner: inner.clone(), timed_out: AtomicBool::new(false), timer: Mutex::new(None) };
-    let outer = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(w)));
+    let w = WaitFor {
+        event_loop: event_loop.clone(),
+        inner: inner.clone(),
+        timed_out: AtomicBool::new(false),
+        timer: Mutex::new(None),
+    };
+    let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(w)));
     let weak = outer.downgrade();
-    let on_done = DoneCallback::rust(next_token(), move |i: &Future| {
+    let on_done = DoneCb::rust(next_token(), move |i: &Future| {
         let Some(outer) = upgrade(&weak) else { return };
         let Some(w) = wait_for_of(&outer) else { return };
         w.cancel_timer();
@@ -294,15 +302,15 @@ pub fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Future {
 // shield
 
 /// `afut_shield` (S1).
-pub fn shield(event_loop: &Loop, fut: &Future) -> Future {
+pub(crate) fn shield(event_loop: &Loop, fut: &Future) -> Future {
     let inner = ensure_future(event_loop, fut);
     if inner.is_done() {
         return inner; // test_shield_shortcut
     }
-    let outer = Future::new(Some(event_loop.clone()));
+    let outer = Future::new(Some(event_loop.link()));
     let token = next_token();
     let weak = outer.downgrade();
-    let copy = DoneCallback::rust(token, move |i: &Future| {
+    let copy = DoneCb::rust(token, move |i: &Future| {
         let Some(outer) = upgrade(&weak) else { return };
         if outer.is_cancelled() {
             if !i.is_cancelled() {
@@ -317,7 +325,7 @@ pub fn shield(event_loop: &Loop, fut: &Future) -> Future {
         return inner;
     }
     let i = inner.clone();
-    let _ = outer.add_done_callback(DoneCallback::rust(next_token(), move |o: &Future| {
+    let _ = outer.add_done_callback(DoneCb::rust(next_token(), move |o: &Future| {
         if o.is_cancelled() {
             i.remove_token(token); // the inner is untouched
         }
@@ -327,25 +335,6 @@ pub fn shield(event_loop: &Loop, fut: &Future) -> Future {
 
 // ------------------------------------------------------------------------------------------
 // wait
-
-/// `asyncio.ALL_COMPLETED`.
-pub const AFUT_ALL_COMPLETED: i32 = 0;
-/// `asyncio.FIRST_COMPLETED`.
-pub const AFUT_FIRST_COMPLETED: i32 = 1;
-/// `asyncio.FIRST_EXCEPTION`.
-pub const AFUT_FIRST_EXCEPTION: i32 = 2;
-
-/// The result of `afut_wait_many`: the futures done and still pending when it completed.
-/// Both arrays and the futures in them are borrowed from the wait future.
-#[repr(C)]
-pub struct afut_wait_result_t {
-    /// The futures done at that time (`n_done` entries; NULL when 0).
-    pub done: *const *mut afut_t,
-    pub n_done: usize,
-    /// The futures still pending (`n_pending` entries; NULL when 0).
-    pub pending: *const *mut afut_t,
-    pub n_pending: usize,
-}
 
 struct WaitSets {
     /// The storage `view` points into.
@@ -416,7 +405,12 @@ fn wait_finish(outer: &Future) {
         if m.is_done() { done.push(FuturePtr(m.as_ptr())) } else { pending.push(FuturePtr(m.as_ptr())) }
     }
     let ptr_of = |v: &Vec<FuturePtr>| if v.is_empty() { std::ptr::null() } else { v.as_ptr() as *const *mut afut_t };
-    let view = afut_wait_result_t { done: ptr_of(&done), n_done: done.len(), pending: ptr_of(&pending), n_pending: pending.len() };
+    let view = afut_wait_result_t {
+        done: ptr_of(&done),
+        n_done: done.len(),
+        pending: ptr_of(&pending),
+        n_pending: pending.len(),
+    };
     let sets = Box::new(WaitSets { _done: done, _pending: pending, view });
     let value = &sets.view as *const afut_wait_result_t as *mut c_void;
     {
@@ -430,7 +424,7 @@ fn wait_finish(outer: &Future) {
 }
 
 /// The sets of a completed wait (`afut_wait_many_result`).
-pub fn wait_many_result(f: &Future) -> Option<*const afut_wait_result_t> {
+pub(crate) fn wait_many_result(f: &Future) -> Option<*const afut_wait_result_t> {
     let w = wait_many_of(f)?;
     if f.is_cancelled() {
         return None;
@@ -440,7 +434,7 @@ pub fn wait_many_result(f: &Future) -> Option<*const afut_wait_result_t> {
 }
 
 /// `afut_wait_many` (asyncio.wait). Arguments are checked by the caller (W1).
-pub fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, return_when: i32) -> Future {
+pub(crate) fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, return_when: i32) -> Future {
     let (members, _) = unique_inputs(event_loop, futs);
     let tokens: Vec<u64> = members.iter().map(|_| next_token()).collect();
     let counter = members.len();
@@ -451,12 +445,12 @@ pub fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, return_when
         return_when,
         state: Mutex::new(WaitState { counter, timer: None, sets: None }),
     };
-    let outer = Future::with_behaviour(Some(event_loop.clone()), Some(Box::new(w)));
+    let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(w)));
     let w = wait_many_of(&outer).expect("a wait");
     for (m, &token) in w.members.iter().zip(&w.tokens) {
         let weak = outer.downgrade();
         // W2: even a done member is seen through a callback, so wait takes an iteration.
-        let cb = DoneCallback::rust(token, move |f: &Future| {
+        let cb = DoneCb::rust(token, move |f: &Future| {
             let Some(outer) = upgrade(&weak) else { return };
             let Some(w) = wait_many_of(&outer) else { return };
             let finish = {
@@ -544,9 +538,9 @@ impl AsCompleted {
 
 /// `afut_as_completed`: one new future per unique input; the i-th completes like the i-th
 /// input to complete. On timeout the slots still pending fail with `AFUT_ERR_TIMEOUT`.
-pub fn as_completed(event_loop: &Loop, futs: &[Future], timeout_s: f64) -> Vec<Future> {
+pub(crate) fn as_completed(event_loop: &Loop, futs: &[Future], timeout_s: f64) -> Vec<Future> {
     let (members, _) = unique_inputs(event_loop, futs);
-    let slots: Vec<Future> = members.iter().map(|_| Future::new(Some(event_loop.clone()))).collect();
+    let slots: Vec<Future> = members.iter().map(|_| Future::new(Some(event_loop.link()))).collect();
     let state = Arc::new(AsCompleted {
         event_loop: event_loop.clone(),
         slots: slots.clone(),
@@ -555,11 +549,12 @@ pub fn as_completed(event_loop: &Loop, futs: &[Future], timeout_s: f64) -> Vec<F
     });
     for (m, (_, token)) in members.iter().zip(&state.members) {
         let s = state.clone();
-        let _ = m.add_done_callback(DoneCallback::rust(*token, move |f: &Future| s.member_done(f)));
+        let _ = m.add_done_callback(DoneCb::rust(*token, move |f: &Future| s.member_done(f)));
     }
     if timeout_s != f64::INFINITY && !members.is_empty() {
         let s = state.clone();
-        if let Ok(h) = event_loop.schedule(Callback::rust(move || s.expire()), Some(clock::now() + timeout_s.max(0.0))) {
+        if let Ok(h) = event_loop.schedule(Callback::rust(move || s.expire()), Some(clock::now() + timeout_s.max(0.0)))
+        {
             state.state.lock().timer = Some(h);
         }
     }

@@ -8,26 +8,15 @@
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use crate::eventloop::{Loop, LoopInner};
-use crate::future::{Future, FutureInner, TAG_FINALIZING};
-
-/// A future (a task is also one). Opaque; reference counted with `afut_ref` / `afut_unref`.
-#[allow(non_camel_case_types)]
-pub struct afut_t {
-    _private: [u8; 0],
-}
-
-/// An event loop. Opaque; created by `afut_loop_new`, released by `afut_loop_free`.
-#[allow(non_camel_case_types)]
-pub struct afut_loop_t {
-    _private: [u8; 0],
-}
+use crate::abi::{afut_loop_t, afut_t};
+use crate::futures::future::{Future, FutureInner, TAG_FINALIZING};
+use crate::runtime::eventloop::{Loop, LoopInner};
 
 /// Borrows the caller's future without touching its count. `None` for NULL.
 ///
 /// # Safety
 /// `p` is NULL or a live `afut_t *` from this library (the API contract).
-pub unsafe fn borrow_future(p: *const afut_t) -> Option<ManuallyDrop<Future>> {
+pub(crate) unsafe fn borrow_future(p: *const afut_t) -> Option<ManuallyDrop<Future>> {
     if p.is_null() {
         return None;
     }
@@ -42,14 +31,14 @@ pub unsafe fn borrow_future(p: *const afut_t) -> Option<ManuallyDrop<Future>> {
 ///
 /// # Safety
 /// As for [`borrow_future`].
-pub unsafe fn borrow_future_to_keep(p: *const afut_t) -> Option<ManuallyDrop<Future>> {
+pub(crate) unsafe fn borrow_future_to_keep(p: *const afut_t) -> Option<ManuallyDrop<Future>> {
     // SAFETY: forwarded contract.
     let fut = unsafe { borrow_future(p) }?;
     (fut.inner().tag() != TAG_FINALIZING).then_some(fut)
 }
 
 /// Hands a new reference to C.
-pub fn future_into_raw(fut: Future) -> *mut afut_t {
+pub(crate) fn future_into_raw(fut: Future) -> *mut afut_t {
     Arc::into_raw(fut.0) as *mut afut_t
 }
 
@@ -57,7 +46,7 @@ pub fn future_into_raw(fut: Future) -> *mut afut_t {
 ///
 /// # Safety
 /// `p` is a live `afut_t *` whose count the caller gives up.
-pub unsafe fn future_from_raw(p: *const afut_t) -> Future {
+pub(crate) unsafe fn future_from_raw(p: *const afut_t) -> Future {
     // SAFETY: forwarded contract: one strong count is transferred back to Rust.
     Future(unsafe { Arc::from_raw(p as *const FutureInner) })
 }
@@ -66,7 +55,7 @@ pub unsafe fn future_from_raw(p: *const afut_t) -> Future {
 ///
 /// # Safety
 /// `p` is a live, non-finalizing `afut_t *`.
-pub unsafe fn future_add_ref(p: *const afut_t) {
+pub(crate) unsafe fn future_add_ref(p: *const afut_t) {
     // SAFETY: the caller holds a count, so the allocation is alive and the count is >= 1.
     unsafe { Arc::increment_strong_count(p as *const FutureInner) }
 }
@@ -75,7 +64,7 @@ pub unsafe fn future_add_ref(p: *const afut_t) {
 ///
 /// # Safety
 /// `p` is NULL or a live `afut_loop_t *` (not yet passed to `afut_loop_free`).
-pub unsafe fn borrow_loop(p: *const afut_loop_t) -> Option<ManuallyDrop<Loop>> {
+pub(crate) unsafe fn borrow_loop(p: *const afut_loop_t) -> Option<ManuallyDrop<Loop>> {
     if p.is_null() {
         return None;
     }
@@ -83,7 +72,7 @@ pub unsafe fn borrow_loop(p: *const afut_loop_t) -> Option<ManuallyDrop<Loop>> {
     Some(ManuallyDrop::new(Loop(unsafe { Arc::from_raw(p as *const LoopInner) })))
 }
 
-pub fn loop_into_raw(l: Loop) -> *mut afut_loop_t {
+pub(crate) fn loop_into_raw(l: Loop) -> *mut afut_loop_t {
     Arc::into_raw(l.0) as *mut afut_loop_t
 }
 
@@ -91,7 +80,7 @@ pub fn loop_into_raw(l: Loop) -> *mut afut_loop_t {
 ///
 /// # Safety
 /// `p` is a live `afut_loop_t *` whose owner gives it up.
-pub unsafe fn loop_from_raw(p: *const afut_loop_t) -> Loop {
+pub(crate) unsafe fn loop_from_raw(p: *const afut_loop_t) -> Loop {
     // SAFETY: forwarded contract.
     Loop(unsafe { Arc::from_raw(p as *const LoopInner) })
 }

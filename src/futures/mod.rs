@@ -1,0 +1,6 @@
+//! Futures: asyncio's Future state machine ([`future`]) and the done-callbacks it keeps
+//! ([`done`]). Nothing here knows the event loop's insides: a future reaches its loop through
+//! the `LoopLink` trait, which the runtime implements.
+
+pub(crate) mod done;
+pub(crate) mod future;
