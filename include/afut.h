@@ -218,7 +218,8 @@ extern "C" {
 //     message (the gather is FINISHED, not cancelled, as in asyncio). The other children keep
 //     running; their later exceptions count as retrieved.
 //   - `return_exceptions == true`: the gather always succeeds once every child is done; the
-//     children's exceptions count as retrieved (they are part of the result).
+//     children's exceptions count as retrieved when the gather completes (they are part of
+//     the result). A gather cancelled or dropped before that leaves them to be reported.
 //
 // Cancelling the gather (`afut_cancel`) cancels every child that is still pending, at once,
 // with the same message, and the gather ends CANCELLED at once with that message: a
@@ -227,7 +228,9 @@ extern "C" {
 //
 // Thread: any.
 // Ownership: returns a new reference owned by the caller; the gather keeps a reference to each
-// child until it is freed. The caller keeps its own references to the inputs.
+// child until it is freed. The caller keeps its own references to the inputs. While a child
+// is pending it keeps the gather alive (as in asyncio): a gather completes and runs its
+// done-callbacks even if the caller has released it. Closing the loop ends that hold.
 // Bad input: NULL `loop`, NULL `futs` with `n > 0`, or a NULL entry returns NULL.
 //
 // # Safety
@@ -262,6 +265,8 @@ struct afut_t *afut_gather_child(const struct afut_t *gather, size_t index);
 //
 // Thread: any.
 // Ownership: returns a new reference owned by the caller; the caller keeps its own on `fut`.
+// While `fut` is pending it keeps the returned future alive, which therefore completes and
+// runs its done-callbacks even if the caller has released it (until the loop is closed).
 // Bad input: NULL `loop` or `fut`, or NaN `timeout_s`, returns NULL.
 //
 // # Safety
@@ -271,9 +276,13 @@ struct afut_t *afut_wait_for(struct afut_loop_t *loop, struct afut_t *fut, doubl
 
 // asyncio `shield(fut)`: protects `fut` from cancellation. If `fut` (after
 // `afut_ensure_future`) is already done, it is returned itself. Otherwise a new future of
-// `loop` completes like `fut` (one iteration after it); cancelling that outer future leaves
-// `fut` running, untouched, and if `fut` then fails its exception counts as retrieved.
-// Cancelling `fut` itself cancels the outer future.
+// `loop` completes like `fut` (one iteration after it). Cancelling that outer future leaves
+// `fut` running, untouched; once the outer future is done (cancelled, or completed by its
+// caller) the shield lets go of `fut`, whose later outcome is its own: an exception nobody
+// reads is reported as never retrieved, as in asyncio. Cancelling `fut` itself cancels the
+// outer future, without a message (as asyncio does). While both are pending, `fut` keeps the
+// outer future alive: it completes and runs its done-callbacks even if the caller has
+// released it (until the loop is closed).
 //
 // Thread: any.
 // Ownership: returns a new reference owned by the caller; values and details are borrowed
@@ -402,8 +411,12 @@ double afut_loop_time(const struct afut_loop_t *loop);
 
 // Runs the loop until `fut` is done (asyncio `run_until_complete`). A loop-less `fut` is
 // wrapped first (`afut_wrap_future`). The run ends at the end of the iteration in which `fut`'s
-// done-callbacks ran.
+// done-callbacks ran. If `fut` is already done by the time its own done-callback runs, the
+// stop that callback requests belongs to this run only: unlike asyncio, where such a stale
+// stop ends the next run after one iteration, afut makes it inert.
 //
+// Ownership: the run holds its own reference to `fut` until it returns, so a callback may
+// drop the caller's last one meanwhile.
 // Thread: the loop's thread (any thread while the loop is not running).
 // Returns: the outcome: `AFUT_OK` (read the value with `afut_result`), `AFUT_ERR_EXCEPTION`
 // (which counts as retrieving it), `AFUT_ERR_CANCELLED`; `AFUT_ERR_INVALID_STATE` if

@@ -8,7 +8,10 @@
 
 use std::ffi::c_void;
 
-use crate::abi::{CallbackFn, DoneFn, FreeFn, StepFn, afut_free_fn, afut_t};
+use crate::abi::{
+    CallbackFn, DoneFn, FreeFn, HandlerFn, StepFn, afut_error_context_t, afut_free_fn, afut_loop_t, afut_t,
+};
+use crate::lock::assert_unlocked;
 
 /// A pointer that belongs to C. The library moves it between threads but never reads it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -50,6 +53,7 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         if let Some(free) = self.free.take() {
+            assert_unlocked("a userdata/value/detail destructor");
             // SAFETY: the caller gave us `free` together with `ptr` as the function that
             // releases it; `take()` guarantees it runs at most once, and drop at least once.
             unsafe { free(self.ptr.0) }
@@ -77,6 +81,7 @@ impl Callback {
     pub(crate) fn run(self) {
         match self {
             Callback::C { func, data } => {
+                assert_unlocked("a scheduled callback");
                 // SAFETY: `func` is the caller's callback, called with the userdata it
                 // registered, exactly once, on the loop's thread, with no afut lock held.
                 unsafe { func(data.ptr()) };
@@ -113,6 +118,7 @@ impl Hook {
     }
 
     pub(crate) fn call(&self) {
+        assert_unlocked("the wakeup hook");
         // SAFETY: the caller's hook with its userdata; the API allows it to be called from any
         // thread any number of times while it is installed.
         unsafe { (self.func)(self.data.ptr()) }
@@ -121,6 +127,7 @@ impl Hook {
 
 /// Calls a done-callback with its future's handle and its own userdata.
 pub(crate) fn call_done(func: DoneFn, fut: *mut afut_t, data: &Owned) {
+    assert_unlocked("a done-callback");
     // SAFETY: the caller's done-callback with its own userdata, called once with a future
     // handle that stays valid for the call (the caller holds a reference to the future), on
     // the thread the API documents, with no afut lock held.
@@ -129,8 +136,28 @@ pub(crate) fn call_done(func: DoneFn, fut: *mut afut_t, data: &Owned) {
 
 /// Calls a task's step with borrowed task and awaited handles and the task's userdata.
 pub(crate) fn call_step(step: StepFn, task: *mut afut_t, awaited: *mut afut_t, userdata: RawPtr) {
+    assert_unlocked("a task step");
     // SAFETY: the caller's step with the userdata it registered, on the loop's thread, with no
     // afut lock held; `task` and `awaited` (NULL or a future) stay alive for the call because
     // the caller holds a reference to each.
     unsafe { step(task, awaited, userdata.0) }
+}
+
+/// An installed exception handler and its userdata (freed when it is replaced or the loop freed).
+pub(crate) struct Handler {
+    func: HandlerFn,
+    data: Owned,
+}
+
+impl Handler {
+    pub(crate) fn new(func: HandlerFn, data: Owned) -> Self {
+        Handler { func, data }
+    }
+
+    pub(crate) fn call(&self, event_loop: *mut afut_loop_t, context: &afut_error_context_t) {
+        assert_unlocked("the exception handler");
+        // SAFETY: the caller's handler with its userdata; `context` and what it points to live
+        // until the call returns; no afut lock is held (asserted above in debug builds).
+        unsafe { (self.func)(event_loop, context, self.data.ptr()) }
+    }
 }

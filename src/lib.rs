@@ -3,8 +3,8 @@
 //! The layers, bottom to top (each imports only from the ones below it; `tests/layers.rs`
 //! checks this):
 //! - [`abi`]: every type, constant and function-pointer type of the C header.
-//! - `callback`, `clock`, `thread_id`: C pointers and the only calls into C, the loop clock,
-//!   the calling thread's identity.
+//! - `callback`, `clock`, `lock`, `thread_id`: C pointers and the only calls into C, the loop
+//!   clock, the counted mutex, the calling thread's identity.
 //! - `futures`: asyncio's Future state machine and its done-callbacks.
 //! - `runtime`: the event loop, its timers, handles, wakeup and reports.
 //! - `tasks`: what is built from futures and the loop: tasks, combinators, `wrap_future`,
@@ -20,6 +20,7 @@ pub mod abi;
 mod callback;
 mod clock;
 mod futures;
+mod lock;
 mod runtime;
 mod tasks;
 mod thread_id;

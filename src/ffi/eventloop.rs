@@ -5,11 +5,12 @@ use std::ffi::c_void;
 use super::convert::*;
 use super::panic::{guard, guard_loop};
 use crate::abi::*;
+use crate::callback::Handler;
 use crate::callback::{Callback, Hook, Owned};
 use crate::clock;
+use crate::futures::future::Future;
 use crate::runtime::eventloop::Loop;
 use crate::runtime::handles::Handle;
-use crate::runtime::report::Handler;
 use crate::tasks::chain;
 
 /// Creates an event loop (asyncio `new_event_loop()`).
@@ -110,8 +111,12 @@ pub unsafe extern "C" fn afut_loop_time(r#loop: *const afut_loop_t) -> f64 {
 
 /// Runs the loop until `fut` is done (asyncio `run_until_complete`). A loop-less `fut` is
 /// wrapped first (`afut_wrap_future`). The run ends at the end of the iteration in which `fut`'s
-/// done-callbacks ran.
+/// done-callbacks ran. If `fut` is already done by the time its own done-callback runs, the
+/// stop that callback requests belongs to this run only: unlike asyncio, where such a stale
+/// stop ends the next run after one iteration, afut makes it inert.
 ///
+/// Ownership: the run holds its own reference to `fut` until it returns, so a callback may
+/// drop the caller's last one meanwhile.
 /// Thread: the loop's thread (any thread while the loop is not running).
 /// Returns: the outcome: `AFUT_OK` (read the value with `afut_result`), `AFUT_ERR_EXCEPTION`
 /// (which counts as retrieving it), `AFUT_ERR_CANCELLED`; `AFUT_ERR_INVALID_STATE` if
@@ -131,6 +136,9 @@ pub unsafe extern "C" fn afut_loop_run_until_complete(r#loop: *mut afut_loop_t, 
         return AFUT_ERR_INVALID_ARGUMENT;
     };
     guard_loop("afut_loop_run_until_complete", &l, AFUT_ERR_PANIC, || {
+        // The run holds its own reference, as asyncio's does: a callback may drop the caller's
+        // last one while the loop runs.
+        let f: Future = (*f).clone();
         if f.event_loop().is_none() {
             let wrapper = chain::wrap_future(&l, &f);
             let status = l.run_until_complete(&wrapper);

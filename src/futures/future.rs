@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Condvar;
 
 use crate::abi::*;
 use crate::callback::Owned;
 use crate::clock;
 use crate::futures::done::{CallbackList, DoneCallback, HasHandle};
+use crate::lock::Mutex;
 
 /// A done-callback of a [`Future`].
 pub(crate) type DoneCb = DoneCallback<Future>;
@@ -53,6 +54,11 @@ pub(crate) trait Behaviour: Send + Sync + 'static {
     }
     /// The public cancel. The default is the plain Future cancel.
     fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
+        fut.cancel_plain(msg)
+    }
+    /// The cancel came back to this future while its own cancel was still being passed on
+    /// (a cycle: a task awaiting a task that awaits it). The default is the plain cancel.
+    fn cancel_again(&self, fut: &Future, msg: Option<CString>) -> bool {
         fut.cancel_plain(msg)
     }
     /// The future's loop was closed (futures registered with the loop's `watch_close` only).
@@ -206,9 +212,23 @@ impl Future {
     /// if this call cancelled a pending future.
     pub(crate) fn cancel(&self, msg: Option<CString>) -> bool {
         match &self.0.behaviour {
-            Some(b) => b.cancel(self, msg),
+            // A behaviour may pass the cancel on to other futures (a task to what it awaits,
+            // a gather to its children): see `propagation` for how depth and cycles are kept
+            // in bounds.
+            Some(b) => {
+                propagation::enter(self, |again| if again { b.cancel_again(self, msg) } else { b.cancel(self, msg) })
+            }
             None => self.cancel_plain(msg),
         }
+    }
+
+    /// Cancels this future on behalf of another future's cancel (a task cancelling what it
+    /// awaits, a gather its children). Runs at once, unless the propagation is already very
+    /// deep on this thread: then it is queued and run by the outermost cancel before that
+    /// returns, so that a chain of any depth needs constant stack. `then` receives what the
+    /// cancel returned.
+    pub(crate) fn cancel_propagated(&self, msg: Option<CString>, then: Option<propagation::Then>) {
+        propagation::propagate(self, msg, then);
     }
 
     // ----- hooks for tasks and combinators (see Behaviour) -----
@@ -424,14 +444,28 @@ impl Future {
                     st.set_retrieved();
                     (Outcome::Mirrored(source.clone(), false), true)
                 }
-                Outcome::Mirrored(inner, _) => {
-                    let exception = matches!(inner.exception(), Ok(ExceptionView::Exception(_)));
+                Outcome::Mirrored(root, _) => {
+                    // Point at the future that holds the outcome, not at the wrapper: a chain
+                    // of wrappers then reads and frees its outcome in constant time and stack,
+                    // whatever its length.
+                    let root = root.clone();
+                    let exception = root.holds_exception();
                     st.set_retrieved();
-                    (Outcome::Mirrored(source.clone(), false), exception)
+                    (Outcome::Mirrored(root, false), exception)
                 }
             }
         };
         let _ = self.complete(copied, exception);
+    }
+
+    /// True if the future finished with an exception (without marking it retrieved).
+    fn holds_exception(&self) -> bool {
+        let root = match &self.0.state.lock().outcome {
+            Outcome::Exception(..) => return true,
+            Outcome::Mirrored(root, _) => root.clone(),
+            _ => return false,
+        };
+        root.holds_exception()
     }
 
     /// `afut_wait`: blocks until done or `timeout_s` passes.
@@ -444,8 +478,9 @@ impl Future {
         } else if timeout_s == f64::INFINITY {
             None
         } else {
-            // A negative timeout acts as 0; a deadline too far to represent is "forever".
-            clock::instant_of(clock::now() + timeout_s.max(0.0)).or_else(|| (timeout_s > 0.0).then(Instant::now))
+            // A negative timeout acts as 0; a deadline too far to represent (1e19 s, DBL_MAX)
+            // is "forever", never "now".
+            clock::instant_of(clock::now() + timeout_s.max(0.0))
         };
         let mut st = self.0.state.lock();
         loop {
@@ -458,9 +493,9 @@ impl Future {
             }
             let cv = st.waiters.get_or_insert_with(|| Arc::new(Condvar::new())).clone();
             match deadline {
-                None => cv.wait(&mut st),
+                None => cv.wait(st.raw()),
                 Some(d) => {
-                    cv.wait_until(&mut st, d);
+                    cv.wait_until(st.raw(), d);
                 }
             }
         }
@@ -542,7 +577,145 @@ impl Drop for FutureInner {
             }
         }
         self.tag.store(0, Ordering::Release);
-        // Fields drop now: value_free / detail_free / pending callbacks' userdata_free run.
+        // What may own other futures (a behaviour's inputs, a mirrored source, callbacks that
+        // capture futures or whose userdata_free releases some) is released through
+        // `propagation::release`, which keeps the stack flat however deep the structure is.
+        // The rest drops with the fields: value_free / detail_free run then.
+        let st = self.state.get_mut();
+        if self.behaviour.is_some() || !st.callbacks.is_empty() || matches!(st.outcome, Outcome::Mirrored(..)) {
+            let outcome = match st.outcome {
+                Outcome::Mirrored(..) => std::mem::replace(&mut st.outcome, Outcome::Pending),
+                _ => Outcome::Pending,
+            };
+            propagation::release(propagation::Remains {
+                _outcome: outcome,
+                _callbacks: std::mem::take(&mut st.callbacks),
+                _behaviour: self.behaviour.take(),
+            });
+        }
+    }
+}
+
+/// Keeps cancels and frees that travel through chains of futures in bounds: constant stack
+/// at any depth, and an end to cycles.
+///
+/// A cancel may propagate (a task cancels what it awaits, a gather its children, ...) and a
+/// free may release other futures (a gather its children, a task what it awaits, a wrapper
+/// the future it mirrors). Done by plain recursion, a chain 1e5 deep overflows any thread's
+/// stack. So both recurse only up to [`DEPTH_LIMIT`] levels on a thread, which keeps asyncio's
+/// depth-first order for every structure of ordinary depth; deeper work is queued and run by
+/// the outermost call on that thread, before it returns.
+///
+/// A cancel that comes back to a future whose own cancel is still under way on this thread
+/// went round a cycle (task A awaits B, B awaits A): that future's behaviour then gets
+/// `cancel_again`, which ends the cycle instead of going round it forever (asyncio itself
+/// raises RecursionError there).
+mod propagation {
+    use std::cell::{Cell, RefCell};
+    use std::collections::{HashSet, VecDeque};
+    use std::ffi::CString;
+
+    use super::{Behaviour, Callbacks, Future, Outcome};
+
+    /// How deep cancels and frees recurse on one thread before they are queued.
+    const DEPTH_LIMIT: u32 = 64;
+
+    /// What runs after a propagated cancel, with its return value.
+    pub(crate) type Then = Box<dyn FnOnce(bool) + Send>;
+
+    /// The fields of a freed future that may own other futures.
+    pub(crate) struct Remains {
+        pub(crate) _outcome: Outcome,
+        pub(crate) _callbacks: Callbacks,
+        pub(crate) _behaviour: Option<Box<Box<dyn Behaviour>>>,
+    }
+
+    struct Deferred {
+        target: Future,
+        msg: Option<CString>,
+        then: Option<Then>,
+    }
+
+    thread_local! {
+        static CANCEL_DEPTH: Cell<u32> = const { Cell::new(0) };
+        /// The futures whose cancel is under way on this thread, outermost first.
+        static CANCELLING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+        /// Every future cancelled since the outermost cancel began (only while it runs).
+        static ROUND: RefCell<Option<HashSet<usize>>> = const { RefCell::new(None) };
+        /// True while the outermost cancel runs queued propagations.
+        static DRAINING: Cell<bool> = const { Cell::new(false) };
+        static CANCELS: RefCell<VecDeque<Deferred>> = const { RefCell::new(VecDeque::new()) };
+        static FREE_DEPTH: Cell<u32> = const { Cell::new(0) };
+        static FREES: RefCell<Vec<Remains>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Runs `cancel(again)` for `fut`, `again` being true when `fut`'s cancel is already under
+    /// way on this thread (a cycle). The outermost call also runs every queued propagation.
+    pub(super) fn enter(fut: &Future, cancel: impl FnOnce(bool) -> bool) -> bool {
+        let key = fut.as_ptr() as usize;
+        // Within the depth limit, "again" means exactly "an ancestor in this propagation", so
+        // structures of ordinary depth (diamonds included) behave as asyncio's recursion does.
+        // Queued propagations cannot see their ancestors: there a future already cancelled in
+        // this round counts as met again, so that even a cycle longer than the limit ends.
+        let again = CANCELLING.with(|c| c.borrow().contains(&key))
+            || (DRAINING.get() && ROUND.with(|r| r.borrow().as_ref().is_some_and(|set| set.contains(&key))));
+        let depth = CANCEL_DEPTH.get();
+        if depth == 0 {
+            ROUND.with(|r| *r.borrow_mut() = Some(HashSet::new()));
+        }
+        ROUND.with(|r| {
+            if let Some(set) = r.borrow_mut().as_mut() {
+                set.insert(key);
+            }
+        });
+        CANCEL_DEPTH.set(depth + 1);
+        CANCELLING.with(|c| c.borrow_mut().push(key));
+        let result = cancel(again);
+        CANCELLING.with(|c| c.borrow_mut().pop());
+        if depth == 0 {
+            // The outermost cancel: run what was queued, each from a shallow stack again.
+            DRAINING.set(true);
+            CANCEL_DEPTH.set(1);
+            while let Some(d) = CANCELS.with(|q| q.borrow_mut().pop_front()) {
+                let r = d.target.cancel(d.msg);
+                if let Some(then) = d.then {
+                    then(r);
+                }
+            }
+            DRAINING.set(false);
+            ROUND.with(|r| r.borrow_mut().take());
+        }
+        CANCEL_DEPTH.set(depth);
+        result
+    }
+
+    pub(super) fn propagate(target: &Future, msg: Option<CString>, then: Option<Then>) {
+        if CANCEL_DEPTH.get() >= DEPTH_LIMIT {
+            CANCELS.with(|q| q.borrow_mut().push_back(Deferred { target: target.clone(), msg, then }));
+            return;
+        }
+        let r = target.cancel(msg);
+        if let Some(then) = then {
+            then(r);
+        }
+    }
+
+    /// Drops what a freed future owned, queueing it when frees are already deep on this
+    /// thread; the outermost free drains the queue.
+    pub(super) fn release(remains: Remains) {
+        let depth = FREE_DEPTH.get();
+        if depth >= DEPTH_LIMIT {
+            FREES.with(|q| q.borrow_mut().push(remains));
+            return;
+        }
+        FREE_DEPTH.set(depth + 1);
+        drop(remains);
+        if depth == 0 {
+            while let Some(r) = FREES.with(|q| q.borrow_mut().pop()) {
+                drop(r);
+            }
+        }
+        FREE_DEPTH.set(depth);
     }
 }
 

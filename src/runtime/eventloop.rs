@@ -16,15 +16,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 
 use crate::abi::*;
+use crate::callback::Handler;
 use crate::callback::{Callback, Hook};
 use crate::clock;
 use crate::futures::done::{CallbackList, next_token};
 use crate::futures::future::{Callbacks, DoneCb, Future, FutureInner, LoopLink};
 use crate::runtime::handles::{Handle, HandleTable};
-use crate::runtime::report::{Handler, write_to_stderr};
+use crate::runtime::report::write_to_stderr;
 use crate::runtime::timers::TimerHeap;
 use crate::runtime::wakeup::Wakeup;
 use crate::thread_id::current as thread_token;
@@ -197,13 +198,26 @@ impl Loop {
     }
 
     /// Registers a future whose behaviour must hear of the loop's close (a task: it can never
-    /// run again then). Held weakly; dead entries are pruned as the list grows.
+    /// run again then). Held weakly; dead entries are pruned as the list grows. Then the
+    /// behaviour's `loop_closed` runs at the close, or here at once if the loop is closed
+    /// already (a close takes the list only after it marked the loop closed, and this looks at
+    /// that mark under the list's lock, so every future hears of the close exactly once).
     pub(crate) fn watch_close(&self, fut: &Future) {
-        let mut w = self.0.watched.lock();
-        if w.len() == w.capacity() {
-            w.retain(|f| f.strong_count() > 0);
+        let closed_already = {
+            let mut w = self.0.watched.lock();
+            if self.is_closed() {
+                true
+            } else {
+                if w.len() == w.capacity() {
+                    w.retain(|f| f.strong_count() > 0);
+                }
+                w.push(fut.downgrade());
+                false
+            }
+        };
+        if closed_already && let Some(b) = fut.behaviour() {
+            b.loop_closed(fut);
         }
-        w.push(fut.downgrade());
     }
 
     /// `afut_loop_cancel`: true iff the callback had not started; it is dropped (its

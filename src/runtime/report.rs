@@ -3,26 +3,7 @@
 
 use std::ffi::CStr;
 
-use crate::abi::{HandlerFn, afut_error_context_t, afut_exception_t, afut_loop_t};
-use crate::callback::Owned;
-
-/// An installed exception handler and its userdata (freed when it is replaced or the loop freed).
-pub(crate) struct Handler {
-    func: HandlerFn,
-    data: Owned,
-}
-
-impl Handler {
-    pub(crate) fn new(func: HandlerFn, data: Owned) -> Self {
-        Handler { func, data }
-    }
-
-    pub(crate) fn call(&self, event_loop: *mut afut_loop_t, context: &afut_error_context_t) {
-        // SAFETY: the caller's handler with its userdata; `context` and what it points to live
-        // until the call returns; no afut lock is held.
-        unsafe { (self.func)(event_loop, context, self.data.ptr()) }
-    }
-}
+use crate::abi::afut_exception_t;
 
 /// The default handler: one block on stderr.
 pub(crate) fn write_to_stderr(message: &CStr, description: Option<&str>, exception: Option<&afut_exception_t>) {

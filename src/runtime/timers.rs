@@ -61,7 +61,9 @@ impl TimerHeap {
     pub(crate) fn push(&mut self, when: f64, handle: Handle) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(TimerEntry { key: order_key(when), seq, handle });
+        // `+ 0.0` turns -0.0 into +0.0: equal deadlines must get equal keys, so that they run
+        // in the order they were scheduled.
+        self.heap.push(TimerEntry { key: order_key(when + 0.0), seq, handle });
     }
 
     /// Records that one heap entry's handle was cancelled.

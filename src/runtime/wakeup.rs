@@ -133,7 +133,9 @@ impl Wakeup {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
         };
-        if when.is_finite() {
+        // Every deadline but "never" arms it: one in the past (down to -INFINITY) is due now,
+        // and fires at once.
+        if when != f64::INFINITY {
             let delta = (when - clock::now()).clamp(1e-9, 86_400.0 * 365.0);
             spec.it_value.tv_sec = delta.trunc() as libc::time_t;
             spec.it_value.tv_nsec = ((delta.fract() * 1e9) as libc::c_long).max(1);
@@ -148,10 +150,23 @@ impl Wakeup {
     }
 
     /// Clears an expired timerfd so it stops being readable, and forgets the deadline.
+    ///
+    /// The loop runs a timer once the clock reached its deadline, which may be a moment
+    /// before the kernel timer expires. Then the read finds nothing, and the timerfd is
+    /// disarmed here: left armed, it would expire later and stay readable on an idle loop
+    /// whose recorded deadline says "never", and a level-triggered host would spin.
     pub(crate) fn consume_timer(&self) {
         let mut buf: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking timerfd.
-        unsafe { libc::read(self.timer.as_raw_fd(), (&raw mut buf).cast(), 8) };
+        let n = unsafe { libc::read(self.timer.as_raw_fd(), (&raw mut buf).cast(), 8) };
+        if n != 8 {
+            let off = libc::itimerspec {
+                it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+                it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            };
+            // SAFETY: our own timerfd and a fully initialised itimerspec; zero disarms it.
+            unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &off, std::ptr::null_mut()) };
+        }
         self.armed.store(f64::INFINITY.to_bits(), Ordering::Release);
     }
 }

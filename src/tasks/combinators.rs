@@ -12,7 +12,7 @@ use std::ffi::{CString, c_void};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 
 use crate::abi::*;
 use crate::callback::{Callback, Owned};
@@ -85,6 +85,8 @@ fn unique_inputs(event_loop: &Loop, futs: &[Future]) -> (Vec<Future>, Vec<usize>
 
 struct Gather {
     children: Vec<Future>,
+    /// The token of the done-callback registered on every child.
+    token: u64,
     /// One entry per argument, in argument order: the result value of the gather.
     slots: Box<[FuturePtr]>,
     return_exceptions: bool,
@@ -99,11 +101,20 @@ impl Behaviour for Gather {
             return fut.cancel_plain(msg);
         }
         for c in &self.children {
-            c.cancel(msg.clone());
+            c.cancel_propagated(msg.clone(), None);
         }
         // A child task awaiting this gather may have cancelled it already (through its
         // awaited future): that still counts as this call's doing.
         fut.cancel_plain(msg) || fut.is_cancelled()
+    }
+
+    /// A pending gather's children hold it (asyncio's children's callbacks keep the outer
+    /// future alive until it completes); once the loop is closed nothing can complete them,
+    /// so let go of it.
+    fn loop_closed(&self, _fut: &Future) {
+        for c in &self.children {
+            c.remove_token(self.token);
+        }
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -116,7 +127,8 @@ pub(crate) fn gather(event_loop: &Loop, futs: &[Future], return_exceptions: bool
     let (children, index) = unique_inputs(event_loop, futs);
     let slots: Box<[FuturePtr]> = index.iter().map(|&i| FuturePtr(children[i].as_ptr())).collect();
     let n = children.len();
-    let g = Gather { children, slots, return_exceptions, remaining: Mutex::new(n) };
+    let token = next_token();
+    let g = Gather { children, token, slots, return_exceptions, remaining: Mutex::new(n) };
     let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(g)));
     let gather = outer.behaviour().and_then(|b| b.as_any().downcast_ref::<Gather>()).expect("a gather");
     if n == 0 {
@@ -125,22 +137,25 @@ pub(crate) fn gather(event_loop: &Loop, futs: &[Future], return_exceptions: bool
         return outer;
     }
     let mut done_now = Vec::new();
+    let mut waiting = false;
     for child in &gather.children {
         if child.is_done() {
             done_now.push(child.clone());
             continue;
         }
-        let weak = outer.downgrade();
-        let cb = DoneCb::rust(next_token(), move |c: &Future| {
-            if let Some(outer) = upgrade(&weak) {
-                gather_child_done(&outer, c);
-            }
-        });
+        // The child holds the gather: a gather whose caller dropped it still completes and
+        // runs its callbacks (asyncio keeps it alive the same way).
+        let keep = outer.clone();
+        let cb = DoneCb::rust(token, move |c: &Future| gather_child_done(&keep, c));
+        waiting = true;
         if let Err((_, cb)) = child.add_done_callback(cb) {
             // Done meanwhile and its loop closed: process it here.
             drop(cb);
             done_now.push(child.clone());
         }
+    }
+    if waiting {
+        event_loop.watch_close(&outer);
     }
     // G6: children already done are processed now, so the gather may be done on return.
     for child in done_now {
@@ -169,8 +184,6 @@ fn gather_child_done(outer: &Future, child: &Future) {
             let _ = outer.set_exception(e);
             return;
         }
-    } else if !child.is_cancelled() {
-        let _ = child.exception(); // G4: the exception is part of the result: retrieved.
     }
     let last = {
         let mut r = g.remaining.lock();
@@ -178,6 +191,14 @@ fn gather_child_done(outer: &Future, child: &Future) {
         *r == 0
     };
     if last {
+        if g.return_exceptions {
+            // G4: the exceptions are part of the result, so they count as retrieved, but only
+            // now that the gather completes (as asyncio reads them when it builds the result):
+            // a gather dropped or cancelled before that leaves them to be reported.
+            for c in g.children.iter().filter(|c| !c.is_cancelled()) {
+                let _ = c.exception();
+            }
+        }
         let _ = outer.set_result(Owned::borrowed(g.slots.as_ptr() as *mut c_void));
     }
 }
@@ -195,13 +216,17 @@ pub(crate) fn gather_child(fut: &Future, index: usize) -> Option<*mut afut_t> {
 struct WaitFor {
     event_loop: Loop,
     inner: Future,
+    /// The token of the done-callback registered on `inner`.
+    token: u64,
     timed_out: AtomicBool,
     timer: Mutex<Option<Handle>>,
 }
 
 impl WaitFor {
     fn cancel_timer(&self) {
-        if let Some(h) = self.timer.lock().take() {
+        // Taken out first: the timer's callback is dropped with no lock held.
+        let timer = self.timer.lock().take();
+        if let Some(h) = timer {
             self.event_loop.cancel(h);
         }
     }
@@ -221,8 +246,13 @@ impl Behaviour for WaitFor {
             return fut.cancel_plain(msg);
         }
         self.cancel_timer();
-        self.inner.cancel(msg.clone());
+        self.inner.cancel_propagated(msg.clone(), None);
         fut.cancel_plain(msg)
+    }
+
+    /// The inner future holds the wait_for while it is pending; a closed loop lets it go.
+    fn loop_closed(&self, _fut: &Future) {
+        self.inner.remove_token(self.token);
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -237,16 +267,20 @@ fn wait_for_of(f: &Future) -> Option<&WaitFor> {
 /// `afut_wait_for`. `timeout_s` is not NaN (checked by the caller).
 pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Future {
     let inner = ensure_future(event_loop, fut);
+    let token = next_token();
     let w = WaitFor {
         event_loop: event_loop.clone(),
         inner: inner.clone(),
+        token,
         timed_out: AtomicBool::new(false),
         timer: Mutex::new(None),
     };
     let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(w)));
-    let weak = outer.downgrade();
-    let on_done = DoneCb::rust(next_token(), move |i: &Future| {
-        let Some(outer) = upgrade(&weak) else { return };
+    // The inner future holds the wait_for, so that one whose caller dropped it still
+    // completes and runs its callbacks.
+    let keep = outer.clone();
+    let on_done = DoneCb::rust(token, move |i: &Future| {
+        let outer = keep;
         let Some(w) = wait_for_of(&outer) else { return };
         w.cancel_timer();
         if outer.is_done() {
@@ -269,6 +303,7 @@ pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Futur
         outer.cancel_plain(None);
         return outer;
     }
+    event_loop.watch_close(&outer);
     let w = wait_for_of(&outer).expect("a wait_for");
     if timeout_s == f64::INFINITY {
         return outer; // WF1: a plain await
@@ -301,21 +336,45 @@ pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Futur
 // ------------------------------------------------------------------------------------------
 // shield
 
-/// `afut_shield` (S1).
+/// A shield's outer future: a plain future, plus the link to its inner one.
+struct Shield {
+    inner: Future,
+    /// The token of the done-callback registered on `inner`.
+    token: u64,
+}
+
+impl Behaviour for Shield {
+    /// The inner future holds the outer one while both are pending; a closed loop lets it go.
+    fn loop_closed(&self, _fut: &Future) {
+        self.inner.remove_token(self.token);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// `afut_shield` (S1), asyncio's `shield`: the outer future follows the inner one, but
+/// cancelling the outer leaves the inner running.
 pub(crate) fn shield(event_loop: &Loop, fut: &Future) -> Future {
     let inner = ensure_future(event_loop, fut);
     if inner.is_done() {
         return inner; // test_shield_shortcut
     }
-    let outer = Future::new(Some(event_loop.link()));
     let token = next_token();
-    let weak = outer.downgrade();
+    let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(Shield { inner: inner.clone(), token })));
+    // The inner future holds the outer one (asyncio's `_inner_done_callback` closure), so an
+    // outer whose caller dropped it still completes and runs its callbacks.
+    let keep = outer.clone();
     let copy = DoneCb::rust(token, move |i: &Future| {
-        let Some(outer) = upgrade(&weak) else { return };
+        let outer = keep;
         if outer.is_cancelled() {
             if !i.is_cancelled() {
                 let _ = i.exception();
             }
+        } else if i.is_cancelled() {
+            // asyncio cancels the outer without a message of its own.
+            outer.cancel_plain(None);
         } else {
             outer.mirror(i);
         }
@@ -324,10 +383,14 @@ pub(crate) fn shield(event_loop: &Loop, fut: &Future) -> Future {
         drop(cb);
         return inner;
     }
+    event_loop.watch_close(&outer);
     let i = inner.clone();
-    let _ = outer.add_done_callback(DoneCb::rust(next_token(), move |o: &Future| {
-        if o.is_cancelled() {
-            i.remove_token(token); // the inner is untouched
+    let _ = outer.add_done_callback(DoneCb::rust(next_token(), move |_o: &Future| {
+        // However the outer ended (cancelled, or completed by its caller), the shield is
+        // over: the inner is detached, so that what it ends with is its own business
+        // (asyncio's `_outer_done_callback`).
+        if !i.is_done() {
+            i.remove_token(token);
         }
     }));
     outer

@@ -18,10 +18,12 @@ pub(crate) fn sleep(event_loop: &Loop, delay_s: f64, value: Owned) -> Result<Fut
     let fut = Future::new(Some(event_loop.link()));
     let target = fut.clone();
     // The value travels in a slot so that a refused schedule can give it back.
-    let slot = std::sync::Arc::new(parking_lot::Mutex::new(Some(value)));
+    let slot = std::sync::Arc::new(crate::lock::Mutex::new(Some(value)));
     let timer_slot = slot.clone();
     let fire = Callback::rust(move || {
-        if let Some(v) = timer_slot.lock().take() {
+        // Taken out first: a refused value is freed below, with the slot's lock released.
+        let value = timer_slot.lock().take();
+        if let Some(v) = value {
             // Refused if the future was cancelled meanwhile: the value is freed here.
             let _ = target.set_result(v);
         }

@@ -13,9 +13,8 @@
 
 use std::any::Any;
 use std::ffi::{CString, c_char};
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 
 use crate::abi::*;
 use crate::callback::{Callback, Owned, RawPtr, call_step};
@@ -29,6 +28,8 @@ struct TaskInner {
     userdata: Option<Owned>,
     /// asyncio `_fut_waiter`: the future the task awaits, set by `afut_task_await`.
     awaited: Option<Future>,
+    /// The token of the wakeup callback registered on `awaited`.
+    await_token: Option<u64>,
     /// The thread running the step right now, if any.
     stepping: Option<u64>,
     /// asyncio `_must_cancel`: a cancel request not delivered through an awaited future.
@@ -42,16 +43,31 @@ struct TaskInner {
     num_cancels: u32,
 }
 
+impl TaskInner {
+    /// Forgets the awaited future (and its wakeup's token); the caller drops it unlocked.
+    fn stop_awaiting(&mut self) -> Option<Future> {
+        self.await_token = None;
+        self.awaited.take()
+    }
+}
+
 /// The state of a task.
 pub(crate) struct Task {
     step: StepFn,
     inner: Mutex<TaskInner>,
-    /// Set while a cancel is being passed on to the awaited future: a cycle of awaits (a task
-    /// awaiting a gather of itself, say) then ends here instead of recursing forever.
-    propagating: AtomicBool,
 }
 
 impl Task {
+    /// Records a cancel request for the next step (asyncio `_must_cancel`).
+    fn request_cancel(&self, msg: Option<CString>) {
+        let mut g = self.inner.lock();
+        g.must_cancel = true;
+        g.cancel_message = msg.map(|m| {
+            g.messages.push(m);
+            g.messages.len() - 1
+        });
+    }
+
     fn of(fut: &Future) -> Option<&Task> {
         fut.behaviour()?.as_any().downcast_ref::<Task>()
     }
@@ -80,32 +96,72 @@ impl Behaviour for Task {
         }
     }
 
-    /// asyncio `Task.cancel(msg)` (T4).
+    /// asyncio `Task.cancel(msg)` (T4): the cancel goes to the awaited future; if that one
+    /// refuses it (already done), the request waits for the next step (`_must_cancel`).
     fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
-        let mut g = self.inner.lock();
-        if fut.is_done() {
-            drop(g);
-            // False, and clears the unretrieved mark (T6).
-            return fut.cancel_plain(msg);
-        }
-        g.num_cancels += 1;
-        if let Some(waiter) = g.awaited.clone() {
-            if !self.propagating.swap(true, Ordering::AcqRel) {
+        let waiter = {
+            let mut g = self.inner.lock();
+            if fut.is_done() {
                 drop(g);
-                // Propagate to the awaited future now; the step then sees it cancelled.
-                let cancelled = waiter.cancel(msg.clone());
-                self.propagating.store(false, Ordering::Release);
-                if cancelled {
-                    return true;
-                }
-                g = self.inner.lock();
+                // False, and clears the unretrieved mark (T6).
+                return fut.cancel_plain(msg);
+            }
+            g.num_cancels += 1;
+            g.awaited.clone()
+        };
+        match waiter {
+            Some(waiter) => {
+                let task = fut.clone();
+                let pending = msg.clone();
+                waiter.cancel_propagated(
+                    msg,
+                    Some(Box::new(move |cancelled| {
+                        if !cancelled && let Some(t) = Task::of(&task) {
+                            t.request_cancel(pending);
+                        }
+                    })),
+                );
+                // `waiter`, our own reference, goes here with no lock held: it may be the
+                // last one (its value_free or never-retrieved report then runs).
+            }
+            None => self.request_cancel(msg),
+        }
+        true
+    }
+
+    /// The cancel came back round a cycle of awaits (this task awaits, through others, a
+    /// future whose cancel leads back to it). The request is recorded for the next step, as
+    /// asyncio records it (`_must_cancel`). If what the task awaits is a future that its own
+    /// cancel ends (a plain future, a gather, ...), that cancel is under way further up and
+    /// wakes the task. If it is a task, it can only finish after this one does: the task stops
+    /// awaiting it, and its next step runs with the cancel pending. asyncio recurses until
+    /// RecursionError in such cycles; afut ends them.
+    fn cancel_again(&self, fut: &Future, msg: Option<CString>) -> bool {
+        let (awaited, token) = {
+            let mut g = self.inner.lock();
+            if fut.is_done() {
+                return false;
+            }
+            g.must_cancel = true;
+            g.cancel_message = msg.map(|m| {
+                g.messages.push(m);
+                g.messages.len() - 1
+            });
+            let awaits_task = g.awaited.as_ref().and_then(|a| a.behaviour()).is_some_and(|b| b.is_task());
+            if !awaits_task {
+                return true;
+            }
+            let token = g.await_token;
+            (g.stop_awaiting(), token)
+        };
+        if let (Some(awaited), Some(token)) = (&awaited, token) {
+            // If the wakeup already left the awaited future's list, it is queued and runs the
+            // step itself.
+            if awaited.remove_token(token) {
+                schedule_step(fut);
             }
         }
-        g.must_cancel = true;
-        g.cancel_message = msg.map(|m| {
-            g.messages.push(m);
-            g.messages.len() - 1
-        });
+        drop(awaited); // with no lock held
         true
     }
 
@@ -137,10 +193,10 @@ impl Behaviour for Task {
 pub(crate) fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result<Future, (afut_status_t, Owned)> {
     let task = Task {
         step,
-        propagating: AtomicBool::new(false),
         inner: Mutex::new(TaskInner {
             userdata: Some(userdata),
             awaited: None,
+            await_token: None,
             stepping: None,
             must_cancel: false,
             cancel_message: None,
@@ -149,13 +205,14 @@ pub(crate) fn create(event_loop: &Loop, step: StepFn, userdata: Owned) -> Result
         }),
     };
     let fut = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(task)));
-    event_loop.watch_close(&fut);
     let t = fut.clone();
     if let Err((status, cb)) = event_loop.schedule(Callback::rust(move || run_step(&t, None)), None) {
         drop(cb);
         let userdata = Task::of(&fut).and_then(|t| t.inner.lock().userdata.take()).expect("the task's userdata");
         return Err((status, userdata));
     }
+    // After the schedule: a close that comes between the two still ends the task (here).
+    event_loop.watch_close(&fut);
     Ok(fut)
 }
 
@@ -175,7 +232,7 @@ fn finish_cancelled(task: &Future, msg: Option<CString>) {
     task.cancel_plain(msg);
     let (userdata, awaited) = {
         let mut g = t.inner.lock();
-        (g.userdata.take(), g.awaited.take())
+        (g.userdata.take(), g.stop_awaiting())
     };
     drop(userdata);
     drop(awaited);
@@ -190,7 +247,7 @@ fn run_step(task: &Future, awaited: Option<Future>) {
             return;
         }
         g.stepping = Some(thread_id::current());
-        (g.userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr()), g.awaited.take())
+        (g.userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr()), g.stop_awaiting())
     };
     // Dropped with no lock held: it may be the last reference (C destructors may run).
     drop(previous);
@@ -199,7 +256,7 @@ fn run_step(task: &Future, awaited: Option<Future>) {
     let mut g = t.inner.lock();
     g.stepping = None;
     if task.is_done() {
-        let (userdata, waiter) = (g.userdata.take(), g.awaited.take());
+        let (userdata, waiter) = (g.userdata.take(), g.stop_awaiting());
         drop(g);
         drop(userdata);
         drop(waiter);
@@ -233,19 +290,21 @@ pub(crate) fn await_future(task: &Future, fut: &Future) -> afut_status_t {
     if !Loop::of(task).is_some_and(|l| l.owns(fut)) {
         return AFUT_ERR_INVALID_ARGUMENT; // a future of another loop, or loop-less
     }
+    let token = next_token();
     let (must_cancel, msg) = {
         let mut g = t.inner.lock();
         if g.stepping != Some(thread_id::current()) || g.awaited.is_some() || task.is_done() {
             return AFUT_ERR_INVALID_STATE;
         }
         g.awaited = Some(fut.clone());
+        g.await_token = Some(token);
         (g.must_cancel, t.pending_message(&g))
     };
     let me = task.clone();
-    let wakeup = DoneCb::rust(next_token(), move |f: &Future| run_step(&me, Some(f.clone())));
+    let wakeup = DoneCb::rust(token, move |f: &Future| run_step(&me, Some(f.clone())));
     if let Err((status, cb)) = fut.add_done_callback(wakeup) {
         drop(cb);
-        let mine = t.inner.lock().awaited.take();
+        let mine = t.inner.lock().stop_awaiting();
         drop(mine);
         return status;
     }
