@@ -310,6 +310,8 @@ struct afut_t *afut_shield(struct afut_loop_t *loop, struct afut_t *fut);
 //
 // Thread: any.
 // Ownership: returns a new reference owned by the caller; it keeps a reference to each input.
+// While it is pending the inputs keep it alive, so it completes and runs its done-callbacks
+// even if the caller has released it (until the loop is closed).
 // Bad input: NULL `loop`, `n == 0` (asyncio ValueError), NULL `futs` or a NULL entry, an
 // unknown `return_when`, or a NaN `timeout_s` returns NULL. `INFINITY`: no timeout.
 //

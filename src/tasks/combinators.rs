@@ -429,7 +429,9 @@ struct WaitState {
 impl WaitMany {
     /// W2's `finally`: cancel the timer, remove the callbacks from every member.
     fn cleanup(&self) {
-        if let Some(h) = self.state.lock().timer.take() {
+        // Taken out first: the timer's callback is dropped with no lock held.
+        let timer = self.state.lock().timer.take();
+        if let Some(h) = timer {
             self.event_loop.cancel(h);
         }
         for (m, t) in self.members.iter().zip(&self.tokens) {
@@ -446,6 +448,11 @@ impl Behaviour for WaitMany {
             self.cleanup();
         }
         cancelled
+    }
+
+    /// The members hold the wait while it is pending; a closed loop lets it go.
+    fn loop_closed(&self, _fut: &Future) {
+        self.cleanup();
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -511,10 +518,12 @@ pub(crate) fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, retu
     let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(w)));
     let w = wait_many_of(&outer).expect("a wait");
     for (m, &token) in w.members.iter().zip(&w.tokens) {
-        let weak = outer.downgrade();
+        // The members hold the wait (as asyncio's callbacks hold its waiter), so a wait whose
+        // caller dropped it still completes and runs its done-callbacks.
+        let keep = outer.clone();
         // W2: even a done member is seen through a callback, so wait takes an iteration.
         let cb = DoneCb::rust(token, move |f: &Future| {
-            let Some(outer) = upgrade(&weak) else { return };
+            let outer = keep;
             let Some(w) = wait_many_of(&outer) else { return };
             let finish = {
                 let mut st = w.state.lock();
@@ -535,6 +544,7 @@ pub(crate) fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, retu
         });
         let _ = m.add_done_callback(cb);
     }
+    event_loop.watch_close(&outer);
     if timeout_s != f64::INFINITY {
         let weak = outer.downgrade();
         let expire = Callback::rust(move || {
@@ -582,7 +592,9 @@ impl AsCompleted {
             slot.mirror(member);
         }
         if last {
-            if let Some(h) = self.state.lock().timer.take() {
+            // Taken out first: the timer's callback is dropped with no lock held.
+            let timer = self.state.lock().timer.take();
+            if let Some(h) = timer {
                 self.event_loop.cancel(h);
             }
         }
