@@ -425,8 +425,12 @@ impl Future {
                     (Outcome::Mirrored(source.clone(), false), true)
                 }
                 Outcome::Mirrored(inner, _) => {
-                    let exception = matches!(inner.exception(), Ok(ExceptionView::Exception(_)));
+                    // The source mirrors a third future: read that one after releasing the
+                    // source's lock (locks never nest).
+                    let inner = inner.clone();
                     st.set_retrieved();
+                    drop(st);
+                    let exception = matches!(inner.exception(), Ok(ExceptionView::Exception(_)));
                     (Outcome::Mirrored(source.clone(), false), exception)
                 }
             }
@@ -487,8 +491,8 @@ impl FutureInner {
 
     /// asyncio-style repr: `<Future pending cb=[2]>`, `<Future finished result=0x1f2e>`, ...
     pub(crate) fn describe(&self) -> String {
-        // Asked before taking the state lock: a behaviour takes its own lock, and the task
-        // code takes that one before the state lock (never the other way round).
+        // Asked before taking the state lock: a behaviour takes its own lock, and locks
+        // never nest.
         let pending = self.behaviour.as_ref().and_then(|b| b.pending_word()).unwrap_or("pending");
         let st = self.state.lock();
         let body = match &st.outcome {

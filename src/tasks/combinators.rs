@@ -201,7 +201,9 @@ struct WaitFor {
 
 impl WaitFor {
     fn cancel_timer(&self) {
-        if let Some(h) = self.timer.lock().take() {
+        // Taken in its own statement, so the lock is released before the loop's is taken.
+        let timer = self.timer.lock().take();
+        if let Some(h) = timer {
             self.event_loop.cancel(h);
         }
     }
@@ -366,7 +368,9 @@ struct WaitState {
 impl WaitMany {
     /// W2's `finally`: cancel the timer, remove the callbacks from every member.
     fn cleanup(&self) {
-        if let Some(h) = self.state.lock().timer.take() {
+        // Taken in its own statement, so the lock is released before the loop's is taken.
+        let timer = self.state.lock().timer.take();
+        if let Some(h) = timer {
             self.event_loop.cancel(h);
         }
         for (m, t) in self.members.iter().zip(&self.tokens) {
@@ -453,16 +457,17 @@ pub(crate) fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, retu
         let cb = DoneCb::rust(token, move |f: &Future| {
             let Some(outer) = upgrade(&weak) else { return };
             let Some(w) = wait_many_of(&outer) else { return };
+            // Read before the wait's lock is taken (the locks never nest); it marks the
+            // exception retrieved even when the counter decides.
+            let failed = w.return_when == AFUT_FIRST_EXCEPTION
+                && !f.is_cancelled()
+                && matches!(f.exception(), Ok(ExceptionView::Exception(_)));
             let finish = {
                 let mut st = w.state.lock();
                 st.counter = st.counter.saturating_sub(1);
                 match w.return_when {
                     AFUT_FIRST_COMPLETED => true,
-                    AFUT_FIRST_EXCEPTION => {
-                        // Read first (marks it retrieved) even when the counter decides.
-                        let failed = !f.is_cancelled() && matches!(f.exception(), Ok(ExceptionView::Exception(_)));
-                        failed || st.counter == 0
-                    }
+                    AFUT_FIRST_EXCEPTION => failed || st.counter == 0,
                     _ => st.counter == 0,
                 }
             };
@@ -519,7 +524,9 @@ impl AsCompleted {
             slot.mirror(member);
         }
         if last {
-            if let Some(h) = self.state.lock().timer.take() {
+            // Taken in its own statement, so the lock is released before the loop's is taken.
+            let timer = self.state.lock().timer.take();
+            if let Some(h) = timer {
                 self.event_loop.cancel(h);
             }
         }
