@@ -28,7 +28,7 @@ pub(crate) type Callbacks = CallbackList<Future>;
 /// implements it; a future holds its loop only through this trait, so this layer knows
 /// nothing of the loop's insides.
 pub(crate) trait LoopLink: Send + Sync + 'static {
-    /// Queues a completed future's callbacks as one contiguous run (asyncio F5). On a closed
+    /// Queues a completed future's callbacks as one contiguous run (SEMANTICS.md F5). On a closed
     /// loop they come back unqueued.
     fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)>;
     /// True on the thread currently inside the loop's `run_*` call.
