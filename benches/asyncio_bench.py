@@ -1,4 +1,4 @@
-"""The asyncio side of the afut benchmark suite (issue 6).
+"""The asyncio side of the afut benchmark suite.
 
 Each workload mirrors the C program that runs it (benches/bench_*.c) as closely as asyncio
 allows, and prints "@ key value" lines that the C program records next to its own figures.

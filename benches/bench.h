@@ -1,4 +1,4 @@
-/* Shared helpers of the afut benchmark suite (issue 6).
+/* Shared helpers of the afut benchmark suite.
  *
  * Every bench program measures afut and a hand-written C floor in the same process,
  * alternating them repetition by repetition, then runs the same workload in Python's

@@ -1,4 +1,4 @@
-/* Idle loop and memory per future (issue 6).
+/* Idle loop and memory per future.
  *
  * Idle: a loop holding 1000 timers an hour away, driven by
  *   afut_loop_run_once(loop, remaining_ms, &ran) until 0.5 s have passed (after one

@@ -1,4 +1,4 @@
-/* W2 and W4: futures completed from other threads (issue 6).
+/* W2 and W4: futures completed from other threads.
  *
  * W2 throughput: N loop futures (each with one done-callback) are created up front; 1 or 2
  *   producer threads complete them (afut_set_result) as fast as they can while the loop

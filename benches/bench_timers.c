@@ -1,4 +1,4 @@
-/* W3: 1e5 call_later with random delays up to 10 ms, run until all fired (issue 6).
+/* W3: 1e5 call_later with random delays up to 10 ms, run until all fired.
  *
  * Figure: process CPU time (CLOCK_PROCESS_CPUTIME_ID) per timer, scheduling included, from
  * the first call_later until the last callback ran. Waiting costs no CPU, so this is the

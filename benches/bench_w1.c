@@ -1,4 +1,4 @@
-/* W1 and W1b: the single-threaded future round trip (issue 6).
+/* W1 and W1b: the single-threaded future round trip.
  *
  * W1:  create a future, add one done-callback, set_result, dispatch it (one loop iteration:
  *      afut_loop_run_once(loop, 0, NULL)), free it. One future per iteration.

@@ -38,11 +38,6 @@ static void runn(afut_loop_t *loop, int n) {
     for (int i = 0; i < n; i++) run1(loop);
 }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 #define V(n) ((void *)(intptr_t)(n))
 
 static intptr_t result_of(afut_t *f) {
@@ -434,7 +429,7 @@ TEST(test_wait_for_race_condition) {
     afut_loop_t *loop = new_loop();
     afut_t *f = afut_loop_create_future(loop);
     afut_t *w = afut_wait_for(loop, f, 0.01);
-    sleep_ms(20); /* the timer is due, but not run yet */
+    test_sleep_ms(20); /* the timer is due, but not run yet */
     afut_loop_call_soon(loop, set_result_cb, f, NULL);
     run1(loop); /* set_result runs first, then the due timer, in the same iteration */
     CHECK(!afut_cancelled(f));
@@ -847,33 +842,33 @@ TEST(test_cancel_cycle_task_gather) {
 }
 
 int main(void) {
-    RUN(test_gather_empty);
-    RUN(test_gather_order_and_duplicates);
-    RUN(test_gather_one_exception);
-    RUN(test_gather_one_cancellation);
-    RUN(test_gather_return_exceptions);
-    RUN(test_gather_cancel);
-    RUN(test_gather_children_already_done);
-    RUN(test_gather_loopless_and_bad_input);
-    RUN(test_gather_tasks);
-    RUN(test_cancel_cycle_task_gather);
-    RUN(test_wait_for_no_timeout);
-    RUN(test_wait_for_result_in_time);
-    RUN(test_wait_for_timeout);
-    RUN(test_wait_for_zero_timeout);
-    RUN(test_wait_for_waits_for_inner);
-    RUN(test_wait_for_race_condition);
-    RUN(test_cancel_wait_for);
-    RUN(test_wait_for_shielded_timeout);
-    RUN(test_shield_shortcut_result_exception);
-    RUN(test_shield_cancel);
-    RUN(test_shield_and_gather);
-    RUN(test_wait_bad_args);
-    RUN(test_wait_all_completed);
-    RUN(test_wait_first_completed);
-    RUN(test_wait_first_exception);
-    RUN(test_wait_timeout_and_cancel);
-    RUN(test_as_completed);
-    RUN(test_as_completed_outcomes);
+    RUN_T(test_gather_empty);
+    RUN_T(test_gather_order_and_duplicates);
+    RUN_T(test_gather_one_exception);
+    RUN_T(test_gather_one_cancellation);
+    RUN_T(test_gather_return_exceptions);
+    RUN_T(test_gather_cancel);
+    RUN_T(test_gather_children_already_done);
+    RUN_T(test_gather_loopless_and_bad_input);
+    RUN_T(test_gather_tasks);
+    RUN_T(test_cancel_cycle_task_gather);
+    RUN_T(test_wait_for_no_timeout);
+    RUN_T(test_wait_for_result_in_time);
+    RUN_T(test_wait_for_timeout);
+    RUN_T(test_wait_for_zero_timeout);
+    RUN_T(test_wait_for_waits_for_inner);
+    RUN_T(test_wait_for_race_condition);
+    RUN_T(test_cancel_wait_for);
+    RUN_T(test_wait_for_shielded_timeout);
+    RUN_T(test_shield_shortcut_result_exception);
+    RUN_T(test_shield_cancel);
+    RUN_T(test_shield_and_gather);
+    RUN_T(test_wait_bad_args);
+    RUN_T(test_wait_all_completed);
+    RUN_T(test_wait_first_completed);
+    RUN_T(test_wait_first_exception);
+    RUN_T(test_wait_timeout_and_cancel);
+    RUN_T(test_as_completed);
+    RUN_T(test_as_completed_outcomes);
     TEST_END();
 }

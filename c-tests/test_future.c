@@ -1,6 +1,6 @@
 /* C tests for asyncio Future semantics (SEMANTICS.md section 1: F1-F20, the same-loop
- * case of F23, and the checklist R1-R6), written against API.md and the lead's decisions
- * in the helper brief.
+ * case of F23, and the checklist R1-R6), written against API.md and the rules the header
+ * states on each function.
  *
  * Every test uses a fresh loop and names, in a comment, the CPython test
  * (Lib/test/test_asyncio/test_futures.py unless said otherwise) or the SEMANTICS.md /
@@ -133,39 +133,6 @@ static size_t run1(afut_loop_t *loop) {
         CHECK_EQ_INT(n_, strlen(want));                                          \
     } while (0)
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static bool under_valgrind(void) {
-    const char *v = getenv("AFUT_UNDER_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
-
-/* A hung test (a deadlock in the library) must not hang the whole suite. */
-static const char *volatile g_current_test = "";
-static unsigned g_watchdog_s = 10;
-
-static void watchdog(int sig) {
-    (void)sig;
-    static const char pre[] = "watchdog: test hung: ";
-    const char *name = g_current_test;
-    if (write(2, pre, sizeof pre - 1) < 0) {}
-    if (write(2, name, strlen(name)) < 0) {}
-    if (write(2, "\n", 1) < 0) {}
-    _exit(3);
-}
-
-#define RUN_T(name)                                                              \
-    do {                                                                         \
-        g_current_test = #name;                                                  \
-        alarm(g_watchdog_s);                                                     \
-        RUN(name);                                                               \
-        alarm(0);                                                                \
-    } while (0)
-
 /* ------------------------------------------------------------------------------------ */
 /* 1.1 State machine                                                                    */
 
@@ -185,7 +152,7 @@ TEST(test_initial_state) {
 }
 
 /* F16: Future(loop=loop) and loop.create_future(); API.md: afut_new(NULL) is loop-less,
- * afut_loop_create_future(NULL) is NULL (brief). */
+ * afut_loop_create_future(NULL) is NULL (header). */
 TEST(test_constructors) {
     afut_loop_t *loop = new_loop();
     afut_t *a = afut_new(loop);
@@ -490,7 +457,7 @@ TEST(test_rejected_completion_keeps_ownership) {
     CHECK_EQ_INT(g_reports, 0);
 }
 
-/* brief: afut_set_exception with code 0 is ERR_INVALID_ARGUMENT; nothing changes and the
+/* header: afut_set_exception with code 0 is ERR_INVALID_ARGUMENT; nothing changes and the
  * detail stays the caller's (API.md Conventions: bad input changes nothing). */
 TEST(test_set_exception_code_zero) {
     afut_loop_t *loop = new_loop();
@@ -604,7 +571,7 @@ TEST(test_exception_message_copied) {
     CHECK_EQ_INT(g_reports, 0);
 }
 
-/* brief: afut_result(fut, NULL) and afut_exception(fut, NULL) are allowed (status only) */
+/* header: afut_result(fut, NULL) and afut_exception(fut, NULL) are allowed (status only) */
 TEST(test_result_exception_null_out) {
     afut_loop_t *loop = new_loop();
     afut_t *p = afut_loop_create_future(loop);
@@ -633,7 +600,7 @@ TEST(test_result_exception_null_out) {
     CHECK_EQ_INT(g_reports, 0);
 }
 
-/* API.md Conventions "Bad input never crashes" + the brief's bad-input returns for the
+/* API.md Conventions "Bad input never crashes" + the header's bad-input returns for the
  * future functions; nothing passed in is taken over. */
 TEST(test_null_handles) {
     afut_loop_t *loop = new_loop();
@@ -1157,7 +1124,7 @@ static void unref_done(afut_t *fut, void *ud) {
     afut_unref(fut);
 }
 
-/* B13 / R6 / brief "Futures queued in the loop hold an internal reference": a callback
+/* B13 / R6 / header (Ownership: the loop holds its own reference while callbacks are queued): a callback
  * that drops the last user reference to its own future; its siblings still get a live
  * future; the value is freed once, when the loop lets go. */
 TEST(test_callback_drops_last_reference) {
@@ -1305,7 +1272,7 @@ TEST(test_userdata_free_on_remove) {
     CHECK_EQ_INT(a.frees, 1);
 }
 
-/* API.md User data: "dropped because its loop closed"; brief: afut_loop_close frees every
+/* API.md User data: "dropped because its loop closed"; header: afut_loop_close frees every
  * queued callback. Done-callbacks queued by a completion, then the loop closed (first
  * loop) or freed (second loop) before they ran. */
 TEST(test_userdata_free_on_loop_close) {
@@ -1366,7 +1333,7 @@ TEST(test_userdata_free_future_freed_pending) {
 /* API.md "A closed loop": completing a future of a closed (or freed) loop returns AFUT_OK
  * and drops its callbacks (each userdata_free once); add_done_callback on a done future of
  * a closed loop fails with ERR_LOOP_CLOSED and the userdata stays the caller's. Futures
- * outlive afut_loop_free: afut_get_loop is then NULL (brief). */
+ * outlive afut_loop_free: afut_get_loop is then NULL (header). */
 TEST(test_closed_loop_completion_drops_callbacks) {
     afut_loop_t *loop = new_loop();
     afut_t *f = afut_loop_create_future(loop);
@@ -1407,7 +1374,7 @@ TEST(test_closed_loop_completion_drops_callbacks) {
 /* ------------------------------------------------------------------------------------ */
 /* 1.5 describe, isfuture, ensure_future, get_loop                                      */
 
-/* test_futures.py BaseFutureTests.test_future_repr (F18) with the brief's formats */
+/* test_futures.py BaseFutureTests.test_future_repr (F18) with the header's formats */
 TEST(test_future_repr) {
     afut_loop_t *loop = new_loop();
     afut_t *f = afut_loop_create_future(loop);
@@ -1457,7 +1424,7 @@ TEST(test_future_repr) {
     CHECK_EQ_INT(b.frees, 1);
 }
 
-/* brief: afut_describe follows snprintf: returns the full length, writes at most len-1
+/* header: afut_describe follows snprintf: returns the full length, writes at most len-1
  * characters and a NUL when len > 0, nothing when len == 0. */
 TEST(test_describe_truncation) {
     afut_loop_t *loop = new_loop();
@@ -1548,7 +1515,7 @@ TEST(test_ensure_future_same_loop) {
 }
 
 /* F17 test_get_loop: get_loop returns the bound loop (borrowed); NULL for a loop-less
- * future and, per the brief, once the loop has been freed. */
+ * future and, per the header, once the loop has been freed. */
 TEST(test_get_loop) {
     afut_loop_t *loop = new_loop();
     afut_loop_t *other = afut_loop_new();
@@ -1610,11 +1577,11 @@ TEST(test_sleep_zero_one_iteration) {
 TEST(test_sleep_timed) {
     afut_loop_t *loop = new_loop();
     rec_t v = REC(1);
-    double t0 = now_s(), lt0 = afut_loop_time(loop);
+    double t0 = test_now_s(), lt0 = afut_loop_time(loop);
     afut_t *s = afut_sleep(loop, 0.05, &v, rec_free);
     CHECK(s != NULL);
     CHECK_EQ_INT(afut_loop_run_until_complete(loop, s), AFUT_OK);
-    double took = now_s() - t0, ltook = afut_loop_time(loop) - lt0;
+    double took = test_now_s() - t0, ltook = afut_loop_time(loop) - lt0;
     CHECK(took >= 0.049);
     CHECK(ltook >= 0.049);
     CHECK(took < 5.0);
@@ -1683,7 +1650,7 @@ TEST(test_sleep_zero_cancelled_before_fire) {
     CHECK_EQ_INT(g_reports, 0);
 }
 
-/* brief: afut_loop_close frees every queued timer: a pending sleep's value is freed
+/* header: afut_loop_close frees every queued timer: a pending sleep's value is freed
  * exactly once, whether the future goes before or after the loop. */
 TEST(test_sleep_loop_close_pending) {
     afut_loop_t *loop = new_loop();
@@ -1704,7 +1671,7 @@ TEST(test_sleep_loop_close_pending) {
     CHECK_EQ_INT(w.frees, 1);
 }
 
-/* brief + header: afut_sleep(NULL, ...), a NaN delay or a closed loop give NULL and the
+/* header: afut_sleep(NULL, ...), a NaN delay or a closed loop give NULL and the
  * value stays the caller's */
 TEST(test_sleep_bad_args) {
     afut_loop_t *loop = new_loop();
@@ -1719,9 +1686,6 @@ TEST(test_sleep_bad_args) {
 }
 
 int main(void) {
-    g_watchdog_s = under_valgrind() ? 120 : 10;
-    signal(SIGALRM, watchdog);
-
     RUN_T(test_initial_state);
     RUN_T(test_constructors);
     RUN_T(test_cancel);

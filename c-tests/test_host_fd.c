@@ -1,7 +1,7 @@
 /* Host integration: afut_loop_fd, afut_loop_timeout_ms, afut_loop_run_once driven by a
  * host's own wait (poll, level- and edge-triggered epoll), and afut_loop_set_wakeup_fn.
  *
- * Mirrors API.md "host poll integration" and the lead's decisions (one epoll fd, stable,
+ * Mirrors API.md "host poll integration" and the header's rules (one epoll fd, stable,
  * readable exactly when run_once(loop, 0) has work, due timers included; a fresh edge
  * after a run_once that leaves work; idle = not readable; timeout rounded up), and
  * SEMANTICS.md B12 (a coalesced boolean wakeup, data in the queue, none lost). The
@@ -924,25 +924,24 @@ TEST(wakeup_fn_driven_host_never_stalls) {
 /* ================================================================== main */
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(under_valgrind() ? 110 : 60);
-    RUNT(fd_is_stable_and_null_is_einval);
-    RUNT(fd_idle_loop_not_readable);
-    RUNT(fd_readable_after_call_soon_from_thread);
-    RUNT(fd_readable_after_call_soon_on_loop_thread);
-    RUNT(fd_readable_after_set_result_from_thread);
-    RUNT(fd_readable_when_timer_due_without_run_once);
-    RUNT(fd_readable_when_timer_due_host_watches_fd_only);
-    RUNT(fd_readable_at_once_for_due_timers);
-    RUNT(fd_timer_scheduled_from_thread_runs_on_time);
-    RUNT(fd_cancelled_timer_leaves_loop_idle);
-    RUNT(timeout_ms_values);
-    RUNT(timeout_ms_host_never_spins_on_timers);
-    RUNT(level_triggered_poll_host_chain);
-    RUNT(edge_triggered_epoll_host_chain_of_1000);
-    RUNT(edge_triggered_epoll_host_timer_chain);
-    RUNT(edge_triggered_epoll_host_cross_thread);
-    RUNT(wakeup_fn_called_on_transitions_and_coalesced);
-    RUNT(wakeup_fn_driven_host_never_stalls);
+    test_deadline(under_valgrind() ? 110 : 60); /* for the whole program */
+    RUN(fd_is_stable_and_null_is_einval);
+    RUN(fd_idle_loop_not_readable);
+    RUN(fd_readable_after_call_soon_from_thread);
+    RUN(fd_readable_after_call_soon_on_loop_thread);
+    RUN(fd_readable_after_set_result_from_thread);
+    RUN(fd_readable_when_timer_due_without_run_once);
+    RUN(fd_readable_when_timer_due_host_watches_fd_only);
+    RUN(fd_readable_at_once_for_due_timers);
+    RUN(fd_timer_scheduled_from_thread_runs_on_time);
+    RUN(fd_cancelled_timer_leaves_loop_idle);
+    RUN(timeout_ms_values);
+    RUN(timeout_ms_host_never_spins_on_timers);
+    RUN(level_triggered_poll_host_chain);
+    RUN(edge_triggered_epoll_host_chain_of_1000);
+    RUN(edge_triggered_epoll_host_timer_chain);
+    RUN(edge_triggered_epoll_host_cross_thread);
+    RUN(wakeup_fn_called_on_transitions_and_coalesced);
+    RUN(wakeup_fn_driven_host_never_stalls);
     TEST_END();
 }

@@ -11,105 +11,20 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "afut.h"
 #include "test.h"
+#include "tokens.h"
 
 /* ------------------------------------------------------------------ helpers */
 
-#define NTOK 1024
-#define LOGMAX 4096
-
-static afut_loop_t *g_loop;
-static int g_log[LOGMAX];
-static int g_nlog;
-static int g_runs[NTOK];
-static int g_frees[NTOK];
-static int g_allocs[NTOK];
-static double g_ran_at[NTOK];
-static int g_freed_before_run; /* a userdata freed before its callback ran */
 static bool g_safety_fired;
 
-typedef struct tok {
-    int id;
-} tok_t;
-
-static bool under_valgrind(void) {
-    const char *v = getenv("AFUT_UNDER_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
-
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0) {
-    }
-}
-
-static tok_t *tok_new(int id) {
-    tok_t *t = malloc(sizeof *t);
-    if (!t) abort();
-    t->id = id;
-    g_allocs[id]++;
-    return t;
-}
-
-static void tok_free(void *p) {
-    tok_t *t = p;
-    g_frees[t->id]++;
-    free(t);
-}
-
-/* The caller keeps a token the library refused: release it without counting. */
-static void tok_discard(tok_t *t) {
-    g_allocs[t->id]--;
-    free(t);
-}
-
-static void record(int id) {
-    if (id >= 0 && id < NTOK) {
-        if (g_frees[id]) g_freed_before_run++;
-        g_runs[id]++;
-        g_ran_at[id] = afut_loop_time(g_loop);
-    }
-    if (g_nlog < LOGMAX) g_log[g_nlog++] = id;
-}
-
-static void log_cb(void *p) { record(((tok_t *)p)->id); }
-
 /* Logs, then schedules token id+100 with call_soon. */
-static void sched_child_cb(void *p);
-
-static afut_handle_t soon_with(afut_callback_fn cb, int id) {
-    tok_t *t = tok_new(id);
-    afut_handle_t h = afut_loop_call_soon(g_loop, cb, t, tok_free);
-    if (!h) tok_discard(t);
-    return h;
-}
-
-static afut_handle_t soon(int id) { return soon_with(log_cb, id); }
-
-static afut_handle_t later_with(afut_callback_fn cb, double delay, int id) {
-    tok_t *t = tok_new(id);
-    afut_handle_t h = afut_loop_call_later(g_loop, delay, cb, t, tok_free);
-    if (!h) tok_discard(t);
-    return h;
-}
-
-static afut_handle_t at_with(afut_callback_fn cb, double when, int id) {
-    tok_t *t = tok_new(id);
-    afut_handle_t h = afut_loop_call_at(g_loop, when, cb, t, tok_free);
-    if (!h) tok_discard(t);
-    return h;
-}
-
 static void sched_child_cb(void *p) {
     int id = ((tok_t *)p)->id;
     record(id);
@@ -138,24 +53,9 @@ static void safety_cb(void *p) {
 /* A far timer that stops run_forever if the loop would otherwise block forever
  * (a library bug); tests check g_safety_fired is still false. */
 static void arm_safety(void) {
-    double s = under_valgrind() ? 20.0 : 5.0;
+    double s = test_under_valgrind() ? 20.0 : 5.0;
     CHECK(afut_loop_call_later(g_loop, s, safety_cb, NULL, NULL) != 0);
 }
-
-static void check_log_(int line, const int *exp, int n) {
-    bool ok = g_nlog == n;
-    for (int i = 0; ok && i < n; i++) ok = g_log[i] == exp[i];
-    if (ok) return;
-    test_current_failures_++;
-    fprintf(stderr, "  %s:%d: log is [", __FILE__, line);
-    for (int i = 0; i < g_nlog; i++) fprintf(stderr, i ? ", %d" : "%d", g_log[i]);
-    fprintf(stderr, "], expected [");
-    for (int i = 0; i < n; i++) fprintf(stderr, i ? ", %d" : "%d", exp[i]);
-    fprintf(stderr, "]\n");
-}
-#define CHECK_LOG(...)                                                           \
-    check_log_(__LINE__, (const int[]){__VA_ARGS__},                             \
-               (int)(sizeof((const int[]){__VA_ARGS__}) / sizeof(int)))
 
 /* Exception handler that records what it got. Its userdata, when not NULL, is
  * a token whose id tells which installation received the report. */
@@ -188,12 +88,6 @@ static void handler(afut_loop_t *loop, const afut_error_context_t *ctx, void *ud
 }
 
 static void setup(void) {
-    g_nlog = 0;
-    memset(g_runs, 0, sizeof g_runs);
-    memset(g_frees, 0, sizeof g_frees);
-    memset(g_allocs, 0, sizeof g_allocs);
-    memset(g_ran_at, 0, sizeof g_ran_at);
-    g_freed_before_run = 0;
     g_safety_fired = false;
     g_reports = g_slow_reports = g_never_retrieved_reports = 0;
     g_report_msg[0] = g_report_exc_msg[0] = '\0';
@@ -201,44 +95,10 @@ static void setup(void) {
     g_report_code = 0;
     g_report_loop = NULL;
     g_report_handler_id = 0;
-    g_loop = afut_loop_new();
-    CHECK(g_loop != NULL);
+    tokens_setup();
 }
 
-/* Frees the loop (if the test did not) and checks that every token was freed
- * exactly once and never before its callback ran. */
-static void teardown(void) {
-    afut_loop_free(g_loop);
-    g_loop = NULL;
-    CHECK_EQ_INT(g_freed_before_run, 0);
-    for (int i = 0; i < NTOK; i++) {
-        if (g_frees[i] != g_allocs[i]) {
-            test_current_failures_++;
-            fprintf(stderr, "  token %d: freed %d times, allocated %d times\n", i, g_frees[i],
-                    g_allocs[i]);
-        }
-    }
-}
-
-/* Watchdog: a hung test kills the program with a message naming it. */
-static const char *volatile g_current_test = "";
-static void on_alarm(int sig) {
-    (void)sig;
-    const char *m = "\nwatchdog: test hung: ";
-    if (write(2, m, strlen(m)) < 0) {
-    }
-    if (write(2, (const char *)g_current_test, strlen((const char *)g_current_test)) < 0) {
-    }
-    if (write(2, "\n", 1) < 0) {
-    }
-    _exit(3);
-}
-#define RUN_T(name)                                                              \
-    do {                                                                         \
-        g_current_test = #name;                                                  \
-        alarm(under_valgrind() ? 240 : 60);                                      \
-        RUN(name);                                                               \
-    } while (0)
+static void teardown(void) { tokens_teardown(); }
 
 /* future helpers */
 static void set_result_cb(void *fut) { afut_set_result(fut, (void *)(uintptr_t)0x1234, NULL); }
@@ -362,7 +222,7 @@ TEST(test_cancel_pending_callback_once) {
 }
 
 /* API.md afut_loop_cancel: false for 0, unknown and already-run handles;
- * brief: afut_loop_cancel(NULL, h) false; a handle of another loop is unknown there */
+ * header: afut_loop_cancel(NULL, h) false; a handle of another loop is unknown there */
 TEST(test_cancel_invalid_handles) {
     setup();
     CHECK(!afut_loop_cancel(g_loop, 0));
@@ -471,7 +331,7 @@ TEST(test_stop_before_run_forever_one_iteration) {
     teardown();
 }
 
-/* brief decision: "afut_loop_run_once does not consume a pending stop" */
+/* header (afut_loop_stop): "afut_loop_run_once ignores it" */
 TEST(test_run_once_keeps_pending_stop) {
     setup();
     arm_safety();
@@ -498,12 +358,12 @@ TEST(test_run_forever_until_timer_stops) {
 }
 
 static void *stop_from_thread(void *arg) {
-    sleep_ms(30);
+    test_sleep_ms(30);
     afut_loop_stop(arg);
     return NULL;
 }
 
-/* brief decision: "afut_loop_stop() is thread-safe and wakes the loop"
+/* header (afut_loop_stop): "from another thread it also wakes the loop"
  * (asyncio needs call_soon_threadsafe(loop.stop), SEMANTICS L6) */
 TEST(test_stop_from_other_thread_wakes_loop) {
     setup();
@@ -518,7 +378,7 @@ TEST(test_stop_from_other_thread_wakes_loop) {
 
 static void *soon_threadsafe_from_thread(void *arg) {
     (void)arg;
-    sleep_ms(30);
+    test_sleep_ms(30);
     tok_t *t = tok_new(7);
     if (!afut_loop_call_soon_threadsafe(g_loop, stop_cb, t, tok_free)) tok_discard(t);
     return NULL;
@@ -556,7 +416,7 @@ TEST(test_run_until_complete_result) {
     teardown();
 }
 
-/* SEMANTICS L7.5 (the exception is re-raised) + F15 / brief: run_until_complete
+/* SEMANTICS L7.5 (the exception is re-raised) + F15 / header: run_until_complete
  * returning ERR_EXCEPTION suppresses the never-retrieved report; the second
  * future is the control showing that the report does happen otherwise
  * (test_futures.py BaseFutureTests.test_tb_logger_exception_unretrieved) */
@@ -688,7 +548,7 @@ TEST(test_run_until_complete_nested_is_loop_running) {
 }
 
 /* test_base_events.py BaseEventLoopTests.test_run_until_complete_loop;
- * brief: fut of another loop -> AFUT_ERR_INVALID_ARGUMENT, NULL -> INVALID_ARGUMENT */
+ * header: fut of another loop -> AFUT_ERR_INVALID_ARGUMENT, NULL -> INVALID_ARGUMENT */
 TEST(test_run_until_complete_other_loop_invalid_argument) {
     setup();
     afut_loop_t *other = afut_loop_new();
@@ -705,7 +565,7 @@ TEST(test_run_until_complete_other_loop_invalid_argument) {
     teardown();
 }
 
-/* brief decision: a loop-less future (afut_new(NULL)) is wrapped
+/* header: a loop-less future (afut_new(NULL)) is wrapped
  * (afut_wrap_future) and run; SEMANTICS L7.1 (ensure_future) and F22 (wrap_future) */
 TEST(test_run_until_complete_loopless_future) {
     setup();
@@ -753,7 +613,7 @@ TEST(test_run_until_complete_sibling_done_callbacks_run) {
  * BaseEventLoopTests.test_run_once (select(0)) */
 TEST(test_run_once_timeout_zero_returns_at_once) {
     setup();
-    double t0 = mono();
+    double t0 = test_now_s();
     size_t ran = 999;
     CHECK_EQ_INT(afut_loop_run_once(g_loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 0);
@@ -761,7 +621,7 @@ TEST(test_run_once_timeout_zero_returns_at_once) {
     ran = 999;
     CHECK_EQ_INT(afut_loop_run_once(g_loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 0);
-    CHECK(mono() - t0 < 2.0); /* generous: "no wait" vs a 10 s timer */
+    CHECK(test_now_s() - t0 < 2.0); /* generous: "no wait" vs a 10 s timer */
     CHECK_EQ_INT(g_runs[1], 0);
     teardown();
 }
@@ -1030,7 +890,7 @@ TEST(test_free_with_pending_work) {
     teardown();
 }
 
-/* API.md Ownership "futures may outlive their loop"; brief: afut_get_loop then
+/* API.md Ownership "futures may outlive their loop"; header: afut_get_loop then
  * NULL, set_result OK, unref fine; F15: a never-retrieved report of a future
  * whose loop was freed goes to stderr (no crash) */
 TEST(test_future_outlives_loop) {
@@ -1114,11 +974,11 @@ TEST(test_exception_handler_userdata_freed_at_loop_free) {
 
 static void slow_cb(void *p) {
     record(((tok_t *)p)->id);
-    sleep_ms(120);
+    test_sleep_ms(120);
 }
 
 /* test_base_events.py BaseEventLoopTests.test_log_slow_callbacks; SEMANTICS L12,
- * L13 (debug toggled live); brief: message starts with "Executing ", contains "took" */
+ * L13 (debug toggled live); header: message starts with "Executing ", contains "took" */
 TEST(test_debug_slow_callback_warning) {
     setup();
     afut_loop_set_exception_handler(g_loop, handler, NULL, NULL);
@@ -1157,9 +1017,9 @@ TEST(test_loop_time_monotonic_and_advancing) {
         prev = t;
     }
     double t1 = afut_loop_time(g_loop);
-    double m1 = mono();
-    sleep_ms(20);
-    double m2 = mono();
+    double m1 = test_now_s();
+    test_sleep_ms(20);
+    double m2 = test_now_s();
     double t2 = afut_loop_time(g_loop);
     CHECK(t2 - t1 >= 0.019);
     CHECK(t2 - t1 >= (m2 - m1) - 0.001);
@@ -1167,7 +1027,7 @@ TEST(test_loop_time_monotonic_and_advancing) {
     teardown();
 }
 
-/* API.md Conventions "Bad input never crashes"; brief's bad-input list */
+/* API.md Conventions "Bad input never crashes"; the header's bad-input lines */
 TEST(test_loop_bad_arguments) {
     setup();
     tok_t *t = tok_new(1);
@@ -1195,8 +1055,45 @@ TEST(test_loop_bad_arguments) {
     teardown();
 }
 
+/* header (afut_loop_new): out of file descriptors it returns NULL with errno set (EMFILE
+ * here) and leaks nothing. A loop needs three descriptors (epoll, eventfd, timerfd); with
+ * room for 0, 1 or 2 new ones each attempt fails, and the lowest free descriptor is the
+ * same afterwards. Run in a child process, whose descriptor limit it lowers. */
+TEST(test_loop_new_out_of_descriptors) {
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int lowest = dup(0); /* the lowest free descriptor */
+        if (lowest < 0) _exit(10);
+        close(lowest);
+        struct rlimit saved;
+        if (getrlimit(RLIMIT_NOFILE, &saved) != 0) _exit(11);
+        for (int room = 0; room < 3; room++) {
+            struct rlimit low = saved;
+            low.rlim_cur = (rlim_t)(lowest + room);
+            if (setrlimit(RLIMIT_NOFILE, &low) != 0) _exit(12);
+            errno = 0;
+            afut_loop_t *l = afut_loop_new();
+            int err = errno;
+            if (setrlimit(RLIMIT_NOFILE, &saved) != 0) _exit(13);
+            if (l) _exit(20 + room);         /* must fail */
+            if (err != EMFILE) _exit(30 + room); /* with errno set */
+            int fd = dup(0);
+            if (fd != lowest) _exit(40 + room); /* nothing leaked */
+            close(fd);
+        }
+        afut_loop_t *l = afut_loop_new(); /* with room again, it works */
+        if (!l) _exit(50);
+        afut_loop_free(l);
+        _exit(0);
+    }
+    int status = 0;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK_EQ_INT(WEXITSTATUS(status), 0);
+}
+
 int main(void) {
-    signal(SIGALRM, on_alarm);
     RUN_T(test_call_soon_fifo_exactly_once);
     RUN_T(test_batch_scheduled_during_batch_runs_next_iteration);
     RUN_T(test_ran_out_excludes_cancelled);
@@ -1239,6 +1136,6 @@ int main(void) {
     RUN_T(test_debug_slow_callback_warning);
     RUN_T(test_loop_time_monotonic_and_advancing);
     RUN_T(test_loop_bad_arguments);
-    alarm(0);
+    RUN_T(test_loop_new_out_of_descriptors);
     TEST_END();
 }

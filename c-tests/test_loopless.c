@@ -953,30 +953,29 @@ TEST(run_until_complete_loopless_cancel) {
 /* ================================================================== main */
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(under_valgrind() ? 110 : 60);
+    test_deadline(under_valgrind() ? 110 : 60); /* for the whole program */
     main_thread = pthread_self();
-    RUNT(loopless_initial_state);
-    RUNT(loopless_set_result_runs_callbacks_in_completing_thread);
-    RUNT(loopless_set_exception_runs_callbacks_in_completing_thread);
-    RUNT(loopless_cancel_runs_callbacks_in_completing_thread);
-    RUNT(loopless_add_done_callback_on_done_runs_at_once);
-    RUNT(loopless_callback_may_reenter_the_future);
-    RUNT(loopless_remove_done_callback);
-    RUNT(loopless_wait);
-    RUNT(loopless_completion_race_has_one_winner);
-    RUNT(loopless_add_races_with_completion);
-    RUNT(wrap_future_mirrors_result_from_thread);
-    RUNT(wrap_future_value_freed_once_by_source);
-    RUNT(wrap_future_already_done_completes_next_iteration);
-    RUNT(wrap_future_mirrors_exception_from_thread);
-    RUNT(wrap_future_source_cancel_cancels_wrapper);
-    RUNT(wrap_future_wrapper_cancel_cancels_source);
-    RUNT(wrap_future_unretrieved_exception_reported_once);
-    RUNT(ensure_future_wraps_foreign_returns_own);
-    RUNT(wrap_future_across_two_loops_on_two_threads);
-    RUNT(run_until_complete_loopless_result);
-    RUNT(run_until_complete_loopless_exception);
-    RUNT(run_until_complete_loopless_cancel);
+    RUN(loopless_initial_state);
+    RUN(loopless_set_result_runs_callbacks_in_completing_thread);
+    RUN(loopless_set_exception_runs_callbacks_in_completing_thread);
+    RUN(loopless_cancel_runs_callbacks_in_completing_thread);
+    RUN(loopless_add_done_callback_on_done_runs_at_once);
+    RUN(loopless_callback_may_reenter_the_future);
+    RUN(loopless_remove_done_callback);
+    RUN(loopless_wait);
+    RUN(loopless_completion_race_has_one_winner);
+    RUN(loopless_add_races_with_completion);
+    RUN(wrap_future_mirrors_result_from_thread);
+    RUN(wrap_future_value_freed_once_by_source);
+    RUN(wrap_future_already_done_completes_next_iteration);
+    RUN(wrap_future_mirrors_exception_from_thread);
+    RUN(wrap_future_source_cancel_cancels_wrapper);
+    RUN(wrap_future_wrapper_cancel_cancels_source);
+    RUN(wrap_future_unretrieved_exception_reported_once);
+    RUN(ensure_future_wraps_foreign_returns_own);
+    RUN(wrap_future_across_two_loops_on_two_threads);
+    RUN(run_until_complete_loopless_result);
+    RUN(run_until_complete_loopless_exception);
+    RUN(run_until_complete_loopless_cancel);
     TEST_END();
 }

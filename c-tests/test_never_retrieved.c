@@ -1,5 +1,5 @@
 /* C tests for the "Future exception was never retrieved" report (SEMANTICS.md F14, F15,
- * B7, B8, R6) as specified by API.md and the lead's decisions in the helper brief:
+ * B7, B8, R6) as specified by API.md and the header:
  *
  * - the report is made synchronously on the thread that drops the LAST reference
  *   (afut_unref, or the loop dropping its internal reference after the last queued
@@ -150,31 +150,6 @@ static void capture_end(capture_t *c, char *out, size_t n) {
     fclose(c->tmp);
 }
 
-static bool under_valgrind(void) {
-    const char *v = getenv("AFUT_UNDER_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
-
-static const char *volatile g_current_test = "";
-static unsigned g_watchdog_s = 10;
-
-static void watchdog(int sig) {
-    (void)sig;
-    static const char pre[] = "watchdog: test hung: ";
-    const char *name = g_current_test;
-    if (write(2, pre, sizeof pre - 1) < 0) {}
-    if (write(2, name, strlen(name)) < 0) {}
-    if (write(2, "\n", 1) < 0) {}
-    _exit(3);
-}
-
-#define RUN_T(name)                                                              \
-    do {                                                                         \
-        g_current_test = #name;                                                  \
-        alarm(g_watchdog_s);                                                     \
-        RUN(name);                                                               \
-        alarm(0);                                                                \
-    } while (0)
 
 /* ------------------------------------------------------------------------------------ */
 
@@ -265,7 +240,7 @@ TEST(test_tb_logger_exception_result_retrieved) {
     CHECK_EQ_INT(r.calls, 0);
 }
 
-/* brief: afut_result(fut, NULL) / afut_exception(fut, NULL) still mark it retrieved */
+/* header: afut_result(fut, NULL) / afut_exception(fut, NULL) still mark it retrieved */
 TEST(test_retrieved_with_null_out) {
     report_t r;
     afut_loop_t *loop = new_loop(&r);
@@ -364,7 +339,7 @@ TEST(test_report_on_last_reference_only) {
     CHECK_EQ_INT(r.calls, 1);
 }
 
-/* brief: "Futures queued in the loop (pending callbacks) hold an internal reference": the
+/* header (Ownership): the loop holds its own reference while callbacks are queued: the
  * report waits until the loop ran the callbacks and let go of the future, then comes once,
  * during that run_once. */
 TEST(test_pending_callback_delays_report) {
@@ -408,7 +383,7 @@ TEST(test_callback_retrieval_suppresses) {
     CHECK_EQ_INT(r.calls, 0);
 }
 
-/* B7 / brief: the future in the context is valid only during the call and cannot be
+/* B7 / header: the future in the context is valid only during the call and cannot be
  * resurrected: afut_ref on it returns NULL; per the header afut_add_done_callback on it is
  * ERR_INVALID_STATE (userdata stays the caller's) and afut_unref a no-op. */
 TEST(test_ref_in_handler_returns_null) {
@@ -468,7 +443,7 @@ static void set_exception_cb(void *ud) {
     (void)afut_set_exception(ud, 8, "from callback", NULL, NULL);
 }
 
-/* API.md run_until_complete: ERR_EXCEPTION "counts as retrieving it" (brief) */
+/* API.md run_until_complete: ERR_EXCEPTION "counts as retrieving it" (header) */
 TEST(test_run_until_complete_exception_suppresses) {
     report_t r;
     afut_loop_t *loop = new_loop(&r);
@@ -514,7 +489,7 @@ TEST(test_report_after_loop_closed) {
     CHECK_EQ_INT(r.calls, 1);
 }
 
-/* brief "the loop dropping its internal reference": queued callbacks dropped by
+/* the loop dropping its internal reference: queued callbacks dropped by
  * afut_loop_close release the future; with no user reference left, that is the last
  * release and the report comes then, once. */
 TEST(test_report_when_close_drops_queued_callbacks) {
@@ -562,7 +537,7 @@ static void *unref_thread(void *fut) {
     return NULL;
 }
 
-/* brief: the report is made synchronously on the thread that drops the last reference */
+/* header: the report is made synchronously on the thread that drops the last reference */
 TEST(test_report_on_last_unref_thread) {
     report_t r;
     afut_loop_t *loop = new_loop(&r);
@@ -579,7 +554,7 @@ TEST(test_report_on_last_unref_thread) {
     CHECK_EQ_INT(r.calls, 1);
 }
 
-/* brief: the default exception handler (NULL handler) writes the report to stderr */
+/* header: the default exception handler (NULL handler) writes the report to stderr */
 TEST(test_default_handler_writes_stderr) {
     afut_loop_t *loop = afut_loop_new();
     afut_loop_set_exception_handler(loop, NULL, NULL, NULL);
@@ -594,7 +569,7 @@ TEST(test_default_handler_writes_stderr) {
     afut_loop_free(loop);
 }
 
-/* brief: "If the loop was freed, it goes to stderr" (the future outlived its loop) */
+/* header (afut_loop_free): reports go to stderr once the loop was freed (the future outlived it) */
 TEST(test_report_to_stderr_after_loop_freed) {
     report_t r;
     afut_loop_t *loop = new_loop(&r);
@@ -623,9 +598,6 @@ TEST(test_loopless_never_reported) {
 }
 
 int main(void) {
-    g_watchdog_s = under_valgrind() ? 120 : 10;
-    signal(SIGALRM, watchdog);
-
     RUN_T(test_tb_logger_exception_unretrieved);
     RUN_T(test_unretrieved_without_message);
     RUN_T(test_tb_logger_exception_retrieved);

@@ -36,7 +36,7 @@
 
 
 
-/* Divide loop counts by this under valgrind (the brief: 10-50x). */
+/* Divide loop counts by this under valgrind (valgrind is 10-50x slower). */
 
 /* A generous upper bound for "the loop noticed promptly". */
 
@@ -1012,30 +1012,29 @@ TEST(wait_inside_callback_of_same_loop_is_wrong_thread) {
 /* ================================================================== main */
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
-    alarm(under_valgrind() ? 110 : 60);
-    RUNT(set_result_from_thread_wakes_run_until_complete);
-    RUNT(set_result_from_thread_in_debug_mode_loses_nothing);
-    RUNT(set_exception_from_thread_wakes_run_until_complete);
-    RUNT(cancel_from_thread_wakes_run_until_complete);
-    RUNT(call_soon_from_thread_wakes_run_forever);
-    RUNT(call_soon_threadsafe_from_thread_wakes_run_forever);
-    RUNT(call_later_from_thread_wakes_run_forever);
-    RUNT(call_later_zero_from_thread_wakes_run_forever);
-    RUNT(add_done_callback_from_thread_on_done_future_wakes_loop);
-    RUNT(add_done_callback_then_set_result_from_thread);
-    RUNT(stop_from_thread_wakes_idle_run_forever);
-    RUNT(stop_from_thread_ends_busy_run_forever);
-    RUNT(stop_from_thread_before_run_forever);
-    RUNT(many_threads_call_soon_exact_counts);
-    RUNT(close_while_threads_submit);
-    RUNT(close_while_threads_complete_futures);
-    RUNT(completion_racing_with_sleep_is_never_lost);
-    RUNT(loop_driven_by_another_thread);
-    RUNT(wait_from_worker_done_timeout_poll);
-    RUNT(wait_infinity_on_worker_completed_by_loop);
-    RUNT(wait_many_waiters_exception_from_thread);
-    RUNT(wait_many_waiters_cancel_from_thread);
-    RUNT(wait_inside_callback_of_same_loop_is_wrong_thread);
+    test_deadline(under_valgrind() ? 110 : 60); /* for the whole program */
+    RUN(set_result_from_thread_wakes_run_until_complete);
+    RUN(set_result_from_thread_in_debug_mode_loses_nothing);
+    RUN(set_exception_from_thread_wakes_run_until_complete);
+    RUN(cancel_from_thread_wakes_run_until_complete);
+    RUN(call_soon_from_thread_wakes_run_forever);
+    RUN(call_soon_threadsafe_from_thread_wakes_run_forever);
+    RUN(call_later_from_thread_wakes_run_forever);
+    RUN(call_later_zero_from_thread_wakes_run_forever);
+    RUN(add_done_callback_from_thread_on_done_future_wakes_loop);
+    RUN(add_done_callback_then_set_result_from_thread);
+    RUN(stop_from_thread_wakes_idle_run_forever);
+    RUN(stop_from_thread_ends_busy_run_forever);
+    RUN(stop_from_thread_before_run_forever);
+    RUN(many_threads_call_soon_exact_counts);
+    RUN(close_while_threads_submit);
+    RUN(close_while_threads_complete_futures);
+    RUN(completion_racing_with_sleep_is_never_lost);
+    RUN(loop_driven_by_another_thread);
+    RUN(wait_from_worker_done_timeout_poll);
+    RUN(wait_infinity_on_worker_completed_by_loop);
+    RUN(wait_many_waiters_exception_from_thread);
+    RUN(wait_many_waiters_cancel_from_thread);
+    RUN(wait_inside_callback_of_same_loop_is_wrong_thread);
     TEST_END();
 }

@@ -15,156 +15,21 @@
 
 #include "afut.h"
 #include "test.h"
+#include "tokens.h"
 
 /* ------------------------------------------------------------------ helpers */
 
-#define NTOK 1024
-#define LOGMAX 4096
 #define EARLY_EPS 1e-6 /* float/ns-conversion slack when comparing with `when` */
-
-static afut_loop_t *g_loop;
-static int g_log[LOGMAX];
-static int g_nlog;
-static int g_runs[NTOK];
-static int g_frees[NTOK];
-static int g_allocs[NTOK];
-static double g_ran_at[NTOK];
-static int g_freed_before_run;
-
-typedef struct tok {
-    int id;
-} tok_t;
-
-static bool under_valgrind(void) {
-    const char *v = getenv("AFUT_UNDER_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
-
-static double mono(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static tok_t *tok_new(int id) {
-    tok_t *t = malloc(sizeof *t);
-    if (!t) abort();
-    t->id = id;
-    g_allocs[id]++;
-    return t;
-}
-
-static void tok_free(void *p) {
-    tok_t *t = p;
-    g_frees[t->id]++;
-    free(t);
-}
-
-static void tok_discard(tok_t *t) {
-    g_allocs[t->id]--;
-    free(t);
-}
-
-static void record(int id) {
-    if (id >= 0 && id < NTOK) {
-        if (g_frees[id]) g_freed_before_run++;
-        g_runs[id]++;
-        g_ran_at[id] = afut_loop_time(g_loop);
-    }
-    if (g_nlog < LOGMAX) g_log[g_nlog++] = id;
-}
-
-static void log_cb(void *p) { record(((tok_t *)p)->id); }
-
-static afut_handle_t soon(int id) {
-    tok_t *t = tok_new(id);
-    afut_handle_t h = afut_loop_call_soon(g_loop, log_cb, t, tok_free);
-    if (!h) tok_discard(t);
-    return h;
-}
-
-static afut_handle_t later_with(afut_callback_fn cb, double delay, int id) {
-    tok_t *t = tok_new(id);
-    afut_handle_t h = afut_loop_call_later(g_loop, delay, cb, t, tok_free);
-    if (!h) tok_discard(t);
-    return h;
-}
-
-static afut_handle_t later(double delay, int id) { return later_with(log_cb, delay, id); }
-
-static afut_handle_t at_with(afut_callback_fn cb, double when, int id) {
-    tok_t *t = tok_new(id);
-    afut_handle_t h = afut_loop_call_at(g_loop, when, cb, t, tok_free);
-    if (!h) tok_discard(t);
-    return h;
-}
-
-static afut_handle_t at(double when, int id) { return at_with(log_cb, when, id); }
 
 /* Runs iterations until *counter >= target or a deadline passes. */
 static void run_until_count(int *counter, int target) {
-    double end = mono() + (under_valgrind() ? 30.0 : 5.0);
-    while (*counter < target && mono() < end) afut_loop_run_once(g_loop, 100, NULL);
+    double end = test_now_s() + (test_under_valgrind() ? 30.0 : 5.0);
+    while (*counter < target && test_now_s() < end) afut_loop_run_once(g_loop, 100, NULL);
 }
 
-static void check_log_(int line, const int *exp, int n) {
-    bool ok = g_nlog == n;
-    for (int i = 0; ok && i < n; i++) ok = g_log[i] == exp[i];
-    if (ok) return;
-    test_current_failures_++;
-    fprintf(stderr, "  %s:%d: log is [", __FILE__, line);
-    for (int i = 0; i < g_nlog; i++) fprintf(stderr, i ? ", %d" : "%d", g_log[i]);
-    fprintf(stderr, "], expected [");
-    for (int i = 0; i < n; i++) fprintf(stderr, i ? ", %d" : "%d", exp[i]);
-    fprintf(stderr, "]\n");
-}
-#define CHECK_LOG(...)                                                           \
-    check_log_(__LINE__, (const int[]){__VA_ARGS__},                             \
-               (int)(sizeof((const int[]){__VA_ARGS__}) / sizeof(int)))
-#define CHECK_LOG_ARRAY(arr, n) check_log_(__LINE__, (arr), (n))
+static void setup(void) { tokens_setup(); }
 
-static void setup(void) {
-    g_nlog = 0;
-    memset(g_runs, 0, sizeof g_runs);
-    memset(g_frees, 0, sizeof g_frees);
-    memset(g_allocs, 0, sizeof g_allocs);
-    memset(g_ran_at, 0, sizeof g_ran_at);
-    g_freed_before_run = 0;
-    g_loop = afut_loop_new();
-    CHECK(g_loop != NULL);
-}
-
-static void teardown(void) {
-    afut_loop_free(g_loop);
-    g_loop = NULL;
-    CHECK_EQ_INT(g_freed_before_run, 0);
-    for (int i = 0; i < NTOK; i++) {
-        if (g_frees[i] != g_allocs[i]) {
-            test_current_failures_++;
-            fprintf(stderr, "  token %d: freed %d times, allocated %d times\n", i, g_frees[i],
-                    g_allocs[i]);
-        }
-    }
-}
-
-static const char *volatile g_current_test = "";
-static void on_alarm(int sig) {
-    (void)sig;
-    const char *m = "\nwatchdog: test hung: ";
-    if (write(2, m, strlen(m)) < 0) {
-    }
-    if (write(2, (const char *)g_current_test, strlen((const char *)g_current_test)) < 0) {
-    }
-    if (write(2, "\n", 1) < 0) {
-    }
-    _exit(3);
-}
-#define RUN_T(name)                                                              \
-    do {                                                                         \
-        g_current_test = #name;                                                  \
-        alarm(under_valgrind() ? 240 : 60);                                      \
-        RUN(name);                                                               \
-    } while (0)
+static void teardown(void) { tokens_teardown(); }
 
 /* ------------------------------------------------------------------- tests */
 
@@ -592,8 +457,8 @@ TEST(test_call_later_from_timer_callback) {
     setup();
     CHECK(later_with(timer_schedules_cb, 0.01, 1) != 0);
     size_t ran = 0;
-    double end = mono() + (under_valgrind() ? 30.0 : 5.0);
-    while (g_runs[1] == 0 && mono() < end) {
+    double end = test_now_s() + (test_under_valgrind() ? 30.0 : 5.0);
+    while (g_runs[1] == 0 && test_now_s() < end) {
         ran = 999;
         afut_loop_run_once(g_loop, 200, &ran);
     }
@@ -631,7 +496,6 @@ TEST(test_timer_bad_arguments) {
 }
 
 int main(void) {
-    signal(SIGALRM, on_alarm);
     RUN_T(test_call_later_deadline_order);
     RUN_T(test_call_later_negative_delays);
     RUN_T(test_call_later_zero_delay_due_at_once);
@@ -648,6 +512,5 @@ int main(void) {
     RUN_T(test_timer_not_early);
     RUN_T(test_call_later_from_timer_callback);
     RUN_T(test_timer_bad_arguments);
-    alarm(0);
     TEST_END();
 }

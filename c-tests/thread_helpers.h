@@ -1,8 +1,8 @@
 /* Helpers shared by the multi-thread C test programs (test_threads, test_loopless,
- * test_host_fd, test_stress): a deadline for the whole program that names the test it was
- * in, time helpers, counts and deadlines scaled for slow runs (valgrind, sanitizers), and a
- * watchdog thread that stops a loop a test left blocked, so that a bug fails a test instead of
- * hanging the suite.
+ * test_host_fd, test_stress), on top of test.h's: the short names these programs use for
+ * test.h's deadline and time helpers, counts and deadlines scaled for slow runs (valgrind,
+ * sanitizers), and a watchdog thread that stops a loop a test left blocked, so that a bug
+ * fails a test instead of hanging the suite.
  *
  * A program may define, before including this header:
  *   AFUT_SANITIZED_DIVISOR  how much smaller scaled() counts are under ASan/TSan (default 1)
@@ -41,31 +41,14 @@
 #define AFUT_SANITIZED_BUDGET 1
 #endif
 
-/* The test running now, for the deadline message. */
-static const char *volatile current_test = "(start)";
+/* The whole-program deadline: main() calls signal(SIGALRM, on_alarm) and alarm(seconds)
+ * (or test_deadline(seconds)); the message names the test that was running. */
+static inline void on_alarm(int sig) { test_on_deadline_(sig); }
 
-/* SIGALRM handler: the whole program exceeded its deadline (see alarm() in main). */
-static inline void on_alarm(int sig) {
-    (void)sig;
-    static const char msg[] = "\nFATAL: deadline for the whole program exceeded, in test ";
-    ssize_t r = write(2, msg, sizeof msg - 1);
-    r = write(2, (const char *)current_test, strlen((const char *)current_test));
-    r = write(2, "\n", 1);
-    (void)r;
-    _exit(3);
-}
+/* RUN() records the test's name for the deadline and the watchdog. */
+#define RUNT(name) RUN(name)
 
-/* RUN() that also records the test's name for on_alarm and the watchdog. */
-#define RUNT(name)             \
-    do {                       \
-        current_test = #name;  \
-        RUN(name);             \
-    } while (0)
-
-static inline int under_valgrind(void) {
-    const char *v = getenv("AFUT_UNDER_VALGRIND");
-    return v && strcmp(v, "1") == 0;
-}
+static inline int under_valgrind(void) { return test_under_valgrind(); }
 
 /* A loop count, smaller under valgrind (20x) and, if the program asks, under sanitizers. */
 static inline long scaled(long n) {
@@ -81,20 +64,9 @@ static inline double budget(double s) {
 /* How late a wakeup may be and still count as prompt. */
 static inline double max_latency(void) { return under_valgrind() ? 3.0 : 1.0; }
 
-static inline double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+static inline double now_s(void) { return test_now_s(); }
 
-static inline void sleep_s(double s) {
-    if (s <= 0) return;
-    struct timespec ts;
-    ts.tv_sec = (time_t)s;
-    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
+static inline void sleep_s(double s) { test_sleep_s(s); }
 
 /* Milliseconds until `deadline` (now_s() time), at least 1, for poll/epoll timeouts. */
 static inline int ms_until(double deadline) {
@@ -130,7 +102,7 @@ static inline void *watchdog_main(void *p) {
     if (fire) {
         atomic_store(&w->fired, 1);
         fprintf(stderr, "  watchdog: %s still blocked after %.1f s, calling afut_loop_stop\n",
-                (const char *)current_test, w->secs);
+                (const char *)test_current_name_, w->secs);
         afut_loop_stop(w->loop);
     }
     return NULL;

@@ -1,4 +1,4 @@
-/* libFuzzer target for afut (issue 7, item 3).
+/* libFuzzer target for afut.
  *
  * It decodes the input bytes into the same random API call sequences as the model test
  * (c-tests/test_model.c, included below: one engine, one reference model) and checks the

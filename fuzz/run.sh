@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fuzzes afut with the model-based target fuzz/fuzz_model.c (issue 7, item 3).
+# Fuzzes afut with the model-based target fuzz/fuzz_model.c.
 #
 #   fuzz/run.sh [SECONDS]        fuzz for SECONDS (default 30), then print the figures
 #   fuzz/run.sh --replay PATH..  replay inputs (a crash file, a corpus dir) once each

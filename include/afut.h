@@ -68,6 +68,26 @@
  *   Seconds as `double` on the loop's monotonic clock (`afut_loop_time`). Delays <= 0 and past
  *   deadlines are due at once, in deadline order; INFINITY means never; equal deadlines run
  *   in the order they were scheduled.
+ *
+ * Contents, in the order the functions appear below
+ *   Library         afut_version, afut_status_str
+ *   Loop            afut_loop_new, afut_loop_free, afut_loop_close, afut_loop_is_running,
+ *                   afut_loop_is_closed, afut_loop_time, afut_loop_run_until_complete,
+ *                   afut_loop_run_forever, afut_loop_stop
+ *   Scheduling      afut_loop_call_soon, afut_loop_call_soon_threadsafe, afut_loop_call_later,
+ *                   afut_loop_call_at, afut_loop_cancel
+ *   Host loops      afut_loop_fd, afut_loop_timeout_ms, afut_loop_run_once,
+ *                   afut_loop_set_wakeup_fn
+ *   Futures         afut_new, afut_loop_create_future, afut_ref, afut_unref, afut_set_result,
+ *                   afut_set_exception, afut_result, afut_exception, afut_done, afut_cancelled,
+ *                   afut_cancel, afut_cancel_message, afut_add_done_callback,
+ *                   afut_remove_done_callback, afut_get_loop, afut_wait, afut_describe
+ *   Future helpers  afut_isfuture, afut_ensure_future, afut_wrap_future, afut_sleep
+ *   Tasks           afut_task_new, afut_task_await, afut_is_task, afut_task_cancelling,
+ *                   afut_task_uncancel, afut_task_cancel_requested, afut_task_take_cancel
+ *   Combinators     afut_gather, afut_gather_child, afut_wait_for, afut_shield,
+ *                   afut_wait_many, afut_wait_many_result, afut_as_completed
+ *   Errors, debug   afut_loop_set_exception_handler, afut_loop_set_debug
  * ---------------------------------------------------------------------------------------------
  */
 
@@ -102,17 +122,6 @@ typedef struct afut_loop_t afut_loop_t;
 // A future (a task is also one). Opaque; reference counted with `afut_ref` / `afut_unref`.
 typedef struct afut_t afut_t;
 
-// The result of `afut_wait_many`: the futures done and still pending when it completed.
-// Both arrays and the futures in them are borrowed from the wait future.
-typedef struct afut_wait_result_t {
-  // The futures done at that time (`n_done` entries; NULL when 0).
-  struct afut_t *const *done;
-  size_t n_done;
-  // The futures still pending (`n_pending` entries; NULL when 0).
-  struct afut_t *const *pending;
-  size_t n_pending;
-} afut_wait_result_t;
-
 // The result of every fallible afut function: `AFUT_OK` (0) or a negative `AFUT_ERR_*` code.
 typedef int32_t afut_status_t;
 
@@ -126,7 +135,7 @@ typedef void (*afut_callback_fn)(void *userdata);
 typedef void (*afut_free_fn)(void *ptr);
 
 // An exception stored in a future, as C sees it.
-typedef struct afut_exception_t {
+typedef struct {
   // The application's error code; never 0 for a set exception (0 in `afut_exception()`'s
   // output means "the future has a result").
   int32_t code;
@@ -137,27 +146,38 @@ typedef struct afut_exception_t {
   void *detail;
 } afut_exception_t;
 
+// `void (*)(afut_t *fut, void *userdata)`: a done-callback; `fut` is borrowed for the call.
+typedef void (*afut_done_fn)(afut_t *fut, void *userdata);
+
+// `void (*)(afut_t *task, afut_t *awaited, void *userdata)`: a task's step (see `afut_task_new`).
+typedef void (*afut_step_fn)(afut_t *task, afut_t *awaited, void *userdata);
+
+// The result of `afut_wait_many`: the futures done and still pending when it completed.
+// Both arrays and the futures in them are borrowed from the wait future.
+typedef struct {
+  // The futures done at that time (`n_done` entries; NULL when 0).
+  afut_t *const *done;
+  size_t n_done;
+  // The futures still pending (`n_pending` entries; NULL when 0).
+  afut_t *const *pending;
+  size_t n_pending;
+} afut_wait_result_t;
+
 // What the exception handler is told. Every pointer is borrowed for the duration of the call.
-typedef struct afut_error_context_t {
+typedef struct {
   // "Future exception was never retrieved" (for a future whose exception nobody read),
   // or "Executing <callback> took 0.123 seconds" (debug mode), ...
   const char *message;
   // The future concerned, or NULL. During a never-retrieved report the future is being
   // destroyed: it may be inspected (`afut_exception`, `afut_describe`, ...) but not kept
   // (`afut_ref` on it returns NULL).
-  struct afut_t *future;
+  afut_t *future;
   // The exception concerned, or NULL.
-  const struct afut_exception_t *exception;
+  const afut_exception_t *exception;
 } afut_error_context_t;
 
 // `void (*)(afut_loop_t *loop, const afut_error_context_t *context, void *userdata)`.
-typedef void (*afut_exception_handler_fn)(struct afut_loop_t *loop, const struct afut_error_context_t *context, void *userdata);
-
-// `void (*)(afut_t *fut, void *userdata)`: a done-callback; `fut` is borrowed for the call.
-typedef void (*afut_done_fn)(struct afut_t *fut, void *userdata);
-
-// `void (*)(afut_t *task, afut_t *awaited, void *userdata)`: a task's step (see `afut_task_new`).
-typedef void (*afut_step_fn)(struct afut_t *task, struct afut_t *awaited, void *userdata);
+typedef void (*afut_exception_handler_fn)(afut_loop_t *loop, const afut_error_context_t *context, void *userdata);
 
 // Success.
 #define AFUT_OK 0
@@ -187,10 +207,13 @@ typedef void (*afut_step_fn)(struct afut_t *task, struct afut_t *awaited, void *
 // The wait timed out (`afut_wait`), or the exception code of a timed-out `afut_wait_for`.
 #define AFUT_ERR_TIMEOUT -8
 
-// An allocation failed.
+// Reserved for an allocation failure; no function returns it in this version. The library
+// allocates through Rust's global allocator, which aborts the process when memory runs out.
 #define AFUT_ERR_NO_MEMORY -9
 
-// A system call failed; `errno` holds its error.
+// Reserved for a failed system call (`errno` would hold its error); no function returns it
+// in this version. The one function whose system calls can fail, `afut_loop_new`, returns a
+// handle: it reports the failure as NULL with `errno` set.
 #define AFUT_ERR_OS -10
 
 // An internal bug was caught at the API boundary. It was reported once on stderr; a loop it
@@ -201,162 +224,26 @@ typedef void (*afut_step_fn)(struct afut_t *task, struct afut_t *awaited, void *
 extern "C" {
 #endif // __cplusplus
 
-// asyncio `gather(*futs, return_exceptions=...)`: a future of `loop` that completes when
-// every input is done.
+// The library version, "MAJOR.MINOR.PATCH" (equal to `AFUT_VERSION_STRING` of the header the
+// program was compiled with, when header and library match).
 //
-// Inputs not bound to `loop` (loop-less, or of another loop) are wrapped
-// (`afut_ensure_future`). The same future passed twice is one child that appears at both
-// positions. Children that are already done are processed during this call, so the gather
-// may be done on return (G6); with `n == 0` it is done at once, with a NULL result.
-//
-// Results: on success the gather's value (`afut_result`) is an array of `n` `afut_t *`, the
-// children in argument order (borrowed from the gather, like the array): read each with
-// `afut_result` / `afut_exception`, or use `afut_gather_child(gather, i)`.
-//   - `return_exceptions == false`: the first child that fails completes the gather with that
-//     exception (code, message and a borrowed detail); a cancelled child completes it with an
-//     exception whose code is `AFUT_ERR_CANCELLED` and whose message is the child's cancel
-//     message (the gather is FINISHED, not cancelled, as in asyncio). The other children keep
-//     running; their later exceptions count as retrieved.
-//   - `return_exceptions == true`: the gather always succeeds once every child is done; the
-//     children's exceptions count as retrieved when the gather completes (they are part of
-//     the result). A gather cancelled or dropped before that leaves them to be reported.
-//
-// Cancelling the gather (`afut_cancel`) cancels every child that is still pending, at once,
-// with the same message, and the gather ends CANCELLED at once with that message: a
-// deliberate improvement over asyncio, where the gather ends FINISHED with a CancelledError
-// and `cancelled()` is never true (gh-85071).
-//
-// Thread: any.
-// Ownership: returns a new reference owned by the caller; the gather keeps a reference to each
-// child until it is freed. The caller keeps its own references to the inputs. While a child
-// is pending it keeps the gather alive (as in asyncio): a gather completes and runs its
-// done-callbacks even if the caller has released it. Closing the loop ends that hold.
-// Bad input: NULL `loop`, NULL `futs` with `n > 0`, or a NULL entry returns NULL.
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
-struct afut_t *afut_gather(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, bool return_exceptions);
+// Thread: any. Ownership: a static string.
+const char *afut_version(void);
 
-// The child at argument position `index` of a gather (see `afut_gather`), whatever the
-// gather's state.
+// A static description of a status code; never NULL ("unknown status" for codes this version
+// does not know).
 //
-// Thread: any.
-// Ownership: borrowed from the gather; valid as long as the gather lives.
-// Bad input: NULL, a future that is not a gather, or `index >= n` returns NULL.
-//
-// # Safety
-// `gather` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-struct afut_t *afut_gather_child(const struct afut_t *gather, size_t index);
-
-// asyncio `wait_for(fut, timeout)`: a future of `loop` that completes like `fut`, unless
-// `timeout_s` seconds pass first.
-//
-// On timeout `fut` is cancelled, and the wait_for waits until `fut` is really done: if `fut`
-// ends cancelled, the wait_for ends FINISHED with an exception whose code is
-// `AFUT_ERR_TIMEOUT` (message "timed out"), so `afut_result` on it returns
-// `AFUT_ERR_EXCEPTION`; if `fut` swallowed the cancellation, its result (or its other
-// exception) is the wait_for's. A result that is already there when the timeout fires wins
-// (test_wait_for_race_condition). `timeout_s <= 0` checks at once (a done `fut` gives its
-// result, else it is cancelled now); `INFINITY` never times out. The wait_for completes one
-// iteration after `fut` (its value and detail are borrowed from `fut`, which it keeps alive).
-// Cancelling the wait_for cancels `fut` at once (same message) and ends the wait_for CANCELLED
-// at once. A `fut` of another loop or loop-less is wrapped first (`afut_ensure_future`).
-//
-// Thread: any.
-// Ownership: returns a new reference owned by the caller; the caller keeps its own on `fut`.
-// While `fut` is pending it keeps the returned future alive, which therefore completes and
-// runs its done-callbacks even if the caller has released it (until the loop is closed).
-// Bad input: NULL `loop` or `fut`, or NaN `timeout_s`, returns NULL.
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-struct afut_t *afut_wait_for(struct afut_loop_t *loop, struct afut_t *fut, double timeout_s);
-
-// asyncio `shield(fut)`: protects `fut` from cancellation. If `fut` (after
-// `afut_ensure_future`) is already done, it is returned itself. Otherwise a new future of
-// `loop` completes like `fut` (one iteration after it). Cancelling that outer future leaves
-// `fut` running, untouched; once the outer future is done (cancelled, or completed by its
-// caller) the shield lets go of `fut`, whose later outcome is its own: an exception nobody
-// reads is reported as never retrieved, as in asyncio. Cancelling `fut` itself cancels the
-// outer future, without a message (as asyncio does). While both are pending, `fut` keeps the
-// outer future alive: it completes and runs its done-callbacks even if the caller has
-// released it (until the loop is closed).
-//
-// Thread: any.
-// Ownership: returns a new reference owned by the caller; values and details are borrowed
-// from `fut`, which the outer future keeps alive.
-// Bad input: NULL `loop` or `fut` returns NULL.
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-struct afut_t *afut_shield(struct afut_loop_t *loop, struct afut_t *fut);
-
-// asyncio `wait(futs, timeout=..., return_when=...)`: a future of `loop` that completes with
-// the sets of done and pending inputs once `return_when` holds or `timeout_s` passes.
-//
-// `return_when`: `AFUT_FIRST_COMPLETED` (any input done, whatever its outcome),
-// `AFUT_FIRST_EXCEPTION` (an input fails; a cancellation is not an exception; if none fails
-// it is ALL_COMPLETED), `AFUT_ALL_COMPLETED`. Its value (`afut_result`) is an
-// `afut_wait_result_t *` whose `done` array holds every input done at that moment (several may
-// finish in the same iteration) and `pending` the others, each in input order; the struct,
-// the arrays and the futures are borrowed from the wait future. It never fails: a timeout is
-// not an error and cancels nothing (W4). Even when every input is already done, it takes one
-// iteration (W2). Duplicates count once; inputs not bound to `loop` are wrapped. Cancelling
-// the wait future leaves the inputs untouched. The FIRST_EXCEPTION check reads the inputs'
-// exceptions, which marks each one retrieved (asyncio skips the read for the last input).
-//
-// Thread: any.
-// Ownership: returns a new reference owned by the caller; it keeps a reference to each input.
-// While it is pending the inputs keep it alive, so it completes and runs its done-callbacks
-// even if the caller has released it (until the loop is closed).
-// Bad input: NULL `loop`, `n == 0` (asyncio ValueError), NULL `futs` or a NULL entry, an
-// unknown `return_when`, or a NaN `timeout_s` returns NULL. `INFINITY`: no timeout.
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
-struct afut_t *afut_wait_many(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, double timeout_s, int32_t return_when);
-
-// The done / pending sets of a completed `afut_wait_many` future: the same pointer as its
-// `afut_result` value.
-//
-// Thread: any.
-// Ownership: borrowed from the wait future; valid as long as it lives.
-// Returns: NULL while the wait is pending, if it was cancelled, or if `wait` is not one.
-// Bad input: NULL returns NULL.
-//
-// # Safety
-// `wait` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-const struct afut_wait_result_t *afut_wait_many_result(const struct afut_t *wait);
-
-// asyncio `as_completed(futs, timeout=...)`: writes to `out` one new future per distinct
-// input; `out[0]` completes like the first input to complete, `out[1]` like the second, and
-// so on (each one iteration after that input; values and details borrowed from it). When
-// `timeout_s` passes, every `out[i]` still pending fails with an exception whose code is
-// `AFUT_ERR_TIMEOUT` (asyncio raises TimeoutError from the remaining awaits). An `out[i]` the
-// caller cancels is skipped. `INFINITY`: no timeout.
-//
-// Thread: any.
-// Ownership: each `out[i]` is a new reference owned by the caller (`afut_unref` each). Inputs
-// are kept alive until they are done or the timeout passes.
-// Returns: the number of futures written (the number of distinct inputs, at most `n`).
-// Bad input: NULL `loop` or `out`, NULL `futs` with `n > 0`, a NULL entry, or a NaN
-// `timeout_s` returns 0 and writes nothing.
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
-size_t afut_as_completed(struct afut_loop_t *loop, struct afut_t *const *futs, size_t n, double timeout_s, struct afut_t **out);
+// Thread: any. Ownership: a static string.
+const char *afut_status_str(int32_t status);
 
 // Creates an event loop (asyncio `new_event_loop()`).
 //
 // Thread: any; the loop then belongs to whichever thread runs it (see "Threading model").
 // Ownership: the caller owns the loop and releases it with `afut_loop_free`.
-// Returns: NULL with `errno` set if the kernel refused its file descriptors.
-struct afut_loop_t *afut_loop_new(void);
+// Returns: NULL with `errno` set if the kernel refused one of its file descriptors (the
+// epoll fd, eventfd and timerfd behind `afut_loop_fd`; for example `EMFILE` when the process
+// is out of descriptors). Nothing is leaked then.
+afut_loop_t *afut_loop_new(void);
 
 // Closes the loop if needed (see `afut_loop_close`), releases its exception handler and
 // wakeup hook (their `userdata_free` runs), and gives up the caller's reference. Futures
@@ -370,7 +257,7 @@ struct afut_loop_t *afut_loop_new(void);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-void afut_loop_free(struct afut_loop_t *loop);
+void afut_loop_free(afut_loop_t *loop);
 
 // Closes the loop (asyncio `close()`): every queued callback and timer is dropped, each
 // `userdata_free` called once, and every task still pending ends CANCELLED (see
@@ -384,7 +271,7 @@ void afut_loop_free(struct afut_loop_t *loop);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-afut_status_t afut_loop_close(struct afut_loop_t *loop);
+afut_status_t afut_loop_close(afut_loop_t *loop);
 
 // True while a `run_*` call is executing the loop (on whichever thread).
 //
@@ -392,7 +279,7 @@ afut_status_t afut_loop_close(struct afut_loop_t *loop);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-bool afut_loop_is_running(const struct afut_loop_t *loop);
+bool afut_loop_is_running(const afut_loop_t *loop);
 
 // True once the loop was closed.
 //
@@ -400,7 +287,7 @@ bool afut_loop_is_running(const struct afut_loop_t *loop);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-bool afut_loop_is_closed(const struct afut_loop_t *loop);
+bool afut_loop_is_closed(const afut_loop_t *loop);
 
 // The loop's clock (asyncio `loop.time()`): monotonic seconds, the time base of
 // `afut_loop_call_at`.
@@ -409,7 +296,7 @@ bool afut_loop_is_closed(const struct afut_loop_t *loop);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-double afut_loop_time(const struct afut_loop_t *loop);
+double afut_loop_time(const afut_loop_t *loop);
 
 // Runs the loop until `fut` is done (asyncio `run_until_complete`). A loop-less `fut` is
 // wrapped first (`afut_wrap_future`). The run ends at the end of the iteration in which `fut`'s
@@ -431,7 +318,7 @@ double afut_loop_time(const struct afut_loop_t *loop);
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-afut_status_t afut_loop_run_until_complete(struct afut_loop_t *loop, struct afut_t *fut);
+afut_status_t afut_loop_run_until_complete(afut_loop_t *loop, afut_t *fut);
 
 // Runs the loop until `afut_loop_stop` (asyncio `run_forever`). A stop requested before the
 // call makes it run exactly one iteration.
@@ -443,7 +330,7 @@ afut_status_t afut_loop_run_until_complete(struct afut_loop_t *loop, struct afut
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-afut_status_t afut_loop_run_forever(struct afut_loop_t *loop);
+afut_status_t afut_loop_run_forever(afut_loop_t *loop);
 
 // Asks the running loop to stop (asyncio `stop()`): the current batch of callbacks finishes,
 // then `run_forever` / `run_until_complete` return; what that batch scheduled runs on the next
@@ -455,7 +342,7 @@ afut_status_t afut_loop_run_forever(struct afut_loop_t *loop);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-void afut_loop_stop(struct afut_loop_t *loop);
+void afut_loop_stop(afut_loop_t *loop);
 
 // Schedules `cb(userdata)` to run in the loop's next iteration (asyncio `call_soon`).
 // Callbacks run in the order they were scheduled; one scheduled while a batch runs waits for
@@ -473,7 +360,7 @@ void afut_loop_stop(struct afut_loop_t *loop);
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `cb` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-afut_handle_t afut_loop_call_soon(struct afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+afut_handle_t afut_loop_call_soon(afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Exactly `afut_loop_call_soon` (every afut scheduling function is thread-safe); kept for
 // asyncio's name. A closed loop is refused atomically: 0, and `userdata` stays the caller's.
@@ -484,7 +371,7 @@ afut_handle_t afut_loop_call_soon(struct afut_loop_t *loop, afut_callback_fn cb,
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `cb` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-afut_handle_t afut_loop_call_soon_threadsafe(struct afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+afut_handle_t afut_loop_call_soon_threadsafe(afut_loop_t *loop, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Schedules `cb(userdata)` after `delay_s` seconds (asyncio `call_later`). A delay <= 0 is due
 // at once (in deadline order with other due timers); `INFINITY` never fires. Timers with equal
@@ -499,7 +386,7 @@ afut_handle_t afut_loop_call_soon_threadsafe(struct afut_loop_t *loop, afut_call
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `cb` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-afut_handle_t afut_loop_call_later(struct afut_loop_t *loop, double delay_s, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+afut_handle_t afut_loop_call_later(afut_loop_t *loop, double delay_s, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Schedules `cb(userdata)` at `when` on the loop's clock (`afut_loop_time`) (asyncio
 // `call_at`). A past `when` is due at once.
@@ -512,7 +399,7 @@ afut_handle_t afut_loop_call_later(struct afut_loop_t *loop, double delay_s, afu
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `cb` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-afut_handle_t afut_loop_call_at(struct afut_loop_t *loop, double when, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+afut_handle_t afut_loop_call_at(afut_loop_t *loop, double when, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Cancels a scheduled callback that has not started (asyncio `Handle.cancel()`); its
 // `userdata_free` runs now, on this thread.
@@ -524,7 +411,7 @@ afut_handle_t afut_loop_call_at(struct afut_loop_t *loop, double when, afut_call
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-bool afut_loop_cancel(struct afut_loop_t *loop, afut_handle_t handle);
+bool afut_loop_cancel(afut_loop_t *loop, afut_handle_t handle);
 
 // The loop's pollable fd, for hosts that own the wait (epoll, poll, libuv, GLib, asyncio).
 //
@@ -540,7 +427,7 @@ bool afut_loop_cancel(struct afut_loop_t *loop, afut_handle_t handle);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-int afut_loop_fd(struct afut_loop_t *loop);
+int afut_loop_fd(afut_loop_t *loop);
 
 // How long a host may wait before calling `afut_loop_run_once`: -1 if nothing is scheduled
 // (wait for the fd alone), 0 if work is ready now, else the milliseconds until the next timer,
@@ -551,7 +438,7 @@ int afut_loop_fd(struct afut_loop_t *loop);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-int afut_loop_timeout_ms(const struct afut_loop_t *loop);
+int afut_loop_timeout_ms(const afut_loop_t *loop);
 
 // Runs one iteration: waits up to `timeout_ms` for work (0: no wait, -1: until there is
 // some), then runs the due timers and the callbacks that were ready at its start; callbacks
@@ -567,35 +454,7 @@ int afut_loop_timeout_ms(const struct afut_loop_t *loop);
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `ran_out` is NULL or valid for one write of its type.
-afut_status_t afut_loop_run_once(struct afut_loop_t *loop, int timeout_ms, size_t *ran_out);
-
-// Installs the handler for errors that have no caller to return to (asyncio
-// `set_exception_handler`). NULL `handler` restores the default, which writes to stderr.
-// The handler runs on the thread where the error happened: the loop's thread for callback
-// reports, the thread dropping the last reference for "never retrieved" reports. It may call
-// any afut function.
-//
-// Thread: any.
-// Ownership: the library owns `userdata` and calls `userdata_free(userdata)` once when the
-// handler is replaced or the loop freed (after any call in flight returns). With a NULL
-// `handler`, `userdata_free(userdata)` (if any) is called at once.
-// Bad input: NULL `loop` does nothing (and frees nothing).
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-// `handler` is NULL or a function with the documented signature, callable as this documentation says.
-// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-void afut_loop_set_exception_handler(struct afut_loop_t *loop, afut_exception_handler_fn handler, void *userdata, afut_free_fn userdata_free);
-
-// Debug mode (asyncio `set_debug`): also report callbacks that take 0.1 s or more, as
-// "Executing <callback> took 0.123 seconds", through the exception handler. The
-// never-retrieved report is made whatever the mode.
-//
-// Thread: any. Bad input: NULL is a no-op.
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-void afut_loop_set_debug(struct afut_loop_t *loop, bool enabled);
+afut_status_t afut_loop_run_once(afut_loop_t *loop, int timeout_ms, size_t *ran_out);
 
 // For hosts with no fd to poll (a GUI message loop, another language's runtime): `wakeup`
 // is called whenever the loop goes from idle to having work, coalesced like the fd (several
@@ -614,17 +473,7 @@ void afut_loop_set_debug(struct afut_loop_t *loop, bool enabled);
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `wakeup` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-void afut_loop_set_wakeup_fn(struct afut_loop_t *loop, afut_callback_fn wakeup, void *userdata, afut_free_fn userdata_free);
-
-// Creates a future bound to `loop` (asyncio `loop.create_future()`).
-//
-// Thread: any.
-// Ownership: returns a new reference owned by the caller (release it with `afut_unref`).
-// Bad input: NULL `loop` returns NULL.
-//
-// # Safety
-// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-struct afut_t *afut_loop_create_future(struct afut_loop_t *loop);
+void afut_loop_set_wakeup_fn(afut_loop_t *loop, afut_callback_fn wakeup, void *userdata, afut_free_fn userdata_free);
 
 // Creates a future (asyncio `Future(loop=loop)`).
 //
@@ -639,7 +488,17 @@ struct afut_t *afut_loop_create_future(struct afut_loop_t *loop);
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-struct afut_t *afut_new(struct afut_loop_t *loop);
+afut_t *afut_new(afut_loop_t *loop);
+
+// Creates a future bound to `loop` (asyncio `loop.create_future()`).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller (release it with `afut_unref`).
+// Bad input: NULL `loop` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+afut_t *afut_loop_create_future(afut_loop_t *loop);
 
 // Adds a reference to `fut` and returns `fut`.
 //
@@ -649,7 +508,7 @@ struct afut_t *afut_new(struct afut_loop_t *loop);
 //
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-struct afut_t *afut_ref(struct afut_t *fut);
+afut_t *afut_ref(afut_t *fut);
 
 // Releases one reference. When the last one goes, the future is freed: its value's
 // `value_free` or its exception's `detail_free` runs, the `userdata_free` of callbacks still
@@ -662,7 +521,7 @@ struct afut_t *afut_ref(struct afut_t *fut);
 //
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-void afut_unref(struct afut_t *fut);
+void afut_unref(afut_t *fut);
 
 // Completes `fut` with `value` (asyncio `set_result`). Its done-callbacks are scheduled on
 // its loop (they run in a later iteration, never inside this call); a thread other than the
@@ -679,7 +538,7 @@ void afut_unref(struct afut_t *fut);
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `value_free` is NULL or a function with the documented signature, callable as this documentation says.
-afut_status_t afut_set_result(struct afut_t *fut, void *value, afut_free_fn value_free);
+afut_status_t afut_set_result(afut_t *fut, void *value, afut_free_fn value_free);
 
 // Completes `fut` with an exception (asyncio `set_exception`): `code` (the application's, not
 // 0), a `message` (copied; may be NULL) and a `detail` payload (may be NULL). Callbacks are
@@ -696,7 +555,7 @@ afut_status_t afut_set_result(struct afut_t *fut, void *value, afut_free_fn valu
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `message` is NULL or a NUL-terminated string, read only during the call.
 // `detail_free` is NULL or a function with the documented signature, callable as this documentation says.
-afut_status_t afut_set_exception(struct afut_t *fut, int32_t code, const char *message, void *detail, afut_free_fn detail_free);
+afut_status_t afut_set_exception(afut_t *fut, int32_t code, const char *message, void *detail, afut_free_fn detail_free);
 
 // Reads the outcome (asyncio `result()`).
 //
@@ -710,7 +569,7 @@ afut_status_t afut_set_exception(struct afut_t *fut, int32_t code, const char *m
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `value_out` is NULL or valid for one write of its type.
-afut_status_t afut_result(struct afut_t *fut, void **value_out);
+afut_status_t afut_result(afut_t *fut, void **value_out);
 
 // Reads the exception (asyncio `exception()`), marking it retrieved.
 //
@@ -725,7 +584,7 @@ afut_status_t afut_result(struct afut_t *fut, void **value_out);
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `out` is NULL or valid for one write of its type.
-afut_status_t afut_exception(struct afut_t *fut, struct afut_exception_t *out);
+afut_status_t afut_exception(afut_t *fut, afut_exception_t *out);
 
 // True once the future is finished or cancelled.
 //
@@ -733,7 +592,7 @@ afut_status_t afut_exception(struct afut_t *fut, struct afut_exception_t *out);
 //
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-bool afut_done(const struct afut_t *fut);
+bool afut_done(const afut_t *fut);
 
 // True if the future was cancelled.
 //
@@ -741,7 +600,7 @@ bool afut_done(const struct afut_t *fut);
 //
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-bool afut_cancelled(const struct afut_t *fut);
+bool afut_cancelled(const afut_t *fut);
 
 // Cancels a pending future (asyncio `cancel(msg)`), storing a copy of `msg` (may be NULL),
 // and schedules its callbacks. Whatever the state, it also marks a stored exception as
@@ -754,7 +613,7 @@ bool afut_cancelled(const struct afut_t *fut);
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `msg` is NULL or a NUL-terminated string, read only during the call.
-bool afut_cancel(struct afut_t *fut, const char *msg);
+bool afut_cancel(afut_t *fut, const char *msg);
 
 // The message given to the `afut_cancel` call that cancelled the future.
 //
@@ -766,7 +625,7 @@ bool afut_cancel(struct afut_t *fut, const char *msg);
 //
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-const char *afut_cancel_message(const struct afut_t *fut);
+const char *afut_cancel_message(const afut_t *fut);
 
 // Registers `cb(fut, userdata)` to run once the future is done.
 //
@@ -789,7 +648,7 @@ const char *afut_cancel_message(const struct afut_t *fut);
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `cb` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-afut_status_t afut_add_done_callback(struct afut_t *fut, afut_done_fn cb, void *userdata, afut_free_fn userdata_free);
+afut_status_t afut_add_done_callback(afut_t *fut, afut_done_fn cb, void *userdata, afut_free_fn userdata_free);
 
 // Removes every registered entry equal to `(cb, userdata)` (asyncio `remove_done_callback`),
 // calling each removed entry's `userdata_free` once. Callbacks already queued because the
@@ -802,7 +661,7 @@ afut_status_t afut_add_done_callback(struct afut_t *fut, afut_done_fn cb, void *
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `cb` is NULL or a function with the documented signature, callable as this documentation says.
-size_t afut_remove_done_callback(struct afut_t *fut, afut_done_fn cb, void *userdata);
+size_t afut_remove_done_callback(afut_t *fut, afut_done_fn cb, void *userdata);
 
 // The loop the future is bound to.
 //
@@ -813,7 +672,19 @@ size_t afut_remove_done_callback(struct afut_t *fut, afut_done_fn cb, void *user
 //
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-struct afut_loop_t *afut_get_loop(const struct afut_t *fut);
+afut_loop_t *afut_get_loop(const afut_t *fut);
+
+// Blocks the calling thread until the future is done, whatever its outcome.
+// `timeout_s`: 0 polls, `INFINITY` waits forever, a negative value acts as 0.
+//
+// Thread: any thread except the one running the future's loop (the future could never
+// complete): that returns `AFUT_ERR_WRONG_THREAD` without waiting.
+// Returns: `AFUT_OK` when done; `AFUT_ERR_TIMEOUT`.
+// Bad input: NULL `fut` or NaN `timeout_s` returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+afut_status_t afut_wait(afut_t *fut, double timeout_s);
 
 // Writes an asyncio-style description into `buf`, with snprintf's rules: at most `len - 1`
 // characters and a NUL (nothing when `len == 0`). Formats: `<Future pending>`,
@@ -829,19 +700,7 @@ struct afut_loop_t *afut_get_loop(const struct afut_t *fut);
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `buf` is NULL or valid for writes of `len` bytes.
-size_t afut_describe(const struct afut_t *fut, char *buf, size_t len);
-
-// Blocks the calling thread until the future is done, whatever its outcome.
-// `timeout_s`: 0 polls, `INFINITY` waits forever, a negative value acts as 0.
-//
-// Thread: any thread except the one running the future's loop (the future could never
-// complete): that returns `AFUT_ERR_WRONG_THREAD` without waiting.
-// Returns: `AFUT_OK` when done; `AFUT_ERR_TIMEOUT`.
-// Bad input: NULL `fut` or NaN `timeout_s` returns `AFUT_ERR_INVALID_ARGUMENT`.
-//
-// # Safety
-// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-afut_status_t afut_wait(struct afut_t *fut, double timeout_s);
+size_t afut_describe(const afut_t *fut, char *buf, size_t len);
 
 // True iff `obj` is a live future or task handle of this library.
 //
@@ -865,7 +724,7 @@ bool afut_isfuture(const void *obj);
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `obj` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-struct afut_t *afut_ensure_future(struct afut_loop_t *loop, struct afut_t *obj);
+afut_t *afut_ensure_future(afut_loop_t *loop, afut_t *obj);
 
 // A future bound to `loop` that mirrors `other` (a loop-less future or one of another loop;
 // for a future of `loop` itself, `other` is returned as a new reference). When `other` is
@@ -881,7 +740,7 @@ struct afut_t *afut_ensure_future(struct afut_loop_t *loop, struct afut_t *obj);
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `other` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-struct afut_t *afut_wrap_future(struct afut_loop_t *loop, struct afut_t *other);
+afut_t *afut_wrap_future(afut_loop_t *loop, afut_t *other);
 
 // A future of `loop` that a timer completes with `value` after `delay_s` seconds (asyncio
 // `sleep(delay, result)`). `delay_s <= 0` completes it after exactly one iteration;
@@ -899,19 +758,7 @@ struct afut_t *afut_wrap_future(struct afut_loop_t *loop, struct afut_t *other);
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `value_free` is NULL or a function with the documented signature, callable as this documentation says.
-struct afut_t *afut_sleep(struct afut_loop_t *loop, double delay_s, void *value, afut_free_fn value_free);
-
-// The library version, "MAJOR.MINOR.PATCH" (equal to `AFUT_VERSION_STRING` of the header the
-// program was compiled with, when header and library match).
-//
-// Thread: any. Ownership: a static string.
-const char *afut_version(void);
-
-// A static description of a status code; never NULL ("unknown status" for codes this version
-// does not know).
-//
-// Thread: any. Ownership: a static string.
-const char *afut_status_str(int32_t status);
+afut_t *afut_sleep(afut_loop_t *loop, double delay_s, void *value, afut_free_fn value_free);
 
 // Creates a task (asyncio `loop.create_task()`): a future driven by `step`.
 //
@@ -993,7 +840,7 @@ const char *afut_status_str(int32_t status);
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `step` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
-struct afut_t *afut_task_new(struct afut_loop_t *loop, afut_step_fn step, void *userdata, afut_free_fn userdata_free);
+afut_t *afut_task_new(afut_loop_t *loop, afut_step_fn step, void *userdata, afut_free_fn userdata_free);
 
 // Makes `task` await `fut` (asyncio `await fut` inside the coroutine): the task's next step
 // runs one iteration after `fut` is done, with `awaited == fut`. If a cancel request is
@@ -1012,7 +859,7 @@ struct afut_t *afut_task_new(struct afut_loop_t *loop, afut_step_fn step, void *
 // # Safety
 // `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-afut_status_t afut_task_await(struct afut_t *task, struct afut_t *fut);
+afut_status_t afut_task_await(afut_t *task, afut_t *fut);
 
 // True iff `fut` is a task (created by `afut_task_new`).
 //
@@ -1020,7 +867,7 @@ afut_status_t afut_task_await(struct afut_t *task, struct afut_t *fut);
 //
 // # Safety
 // `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-bool afut_is_task(const struct afut_t *fut);
+bool afut_is_task(const afut_t *fut);
 
 // The number of cancel requests of the task not withdrawn with `afut_task_uncancel` (asyncio
 // `Task.cancelling()`). Each `afut_cancel` on a pending task adds one (and returns true).
@@ -1030,7 +877,7 @@ bool afut_is_task(const struct afut_t *fut);
 //
 // # Safety
 // `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-int afut_task_cancelling(const struct afut_t *task);
+int afut_task_cancelling(const afut_t *task);
 
 // Withdraws one cancel request (asyncio 3.13 `Task.uncancel()`): decrements the count
 // (never below 0); when it reaches 0 a pending request is withdrawn too. No effect on a
@@ -1042,7 +889,7 @@ int afut_task_cancelling(const struct afut_t *task);
 //
 // # Safety
 // `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-int afut_task_uncancel(struct afut_t *task);
+int afut_task_uncancel(afut_t *task);
 
 // True while a cancel request of the task is pending: one that found no awaited future to
 // cancel (made before the first step, during a yield, or after the awaited future was done,
@@ -1058,7 +905,7 @@ int afut_task_uncancel(struct afut_t *task);
 // # Safety
 // `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `msg_out` is NULL or valid for one write of its type.
-bool afut_task_cancel_requested(const struct afut_t *task, const char **msg_out);
+bool afut_task_cancel_requested(const afut_t *task, const char **msg_out);
 
 // Takes the pending cancel request of the task (see `afut_task_cancel_requested`), for
 // bindings that deliver it as an exception, the way asyncio throws CancelledError into the
@@ -1077,7 +924,186 @@ bool afut_task_cancel_requested(const struct afut_t *task, const char **msg_out)
 // # Safety
 // `task` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
 // `msg_out` is NULL or valid for one write of its type.
-bool afut_task_take_cancel(struct afut_t *task, const char **msg_out);
+bool afut_task_take_cancel(afut_t *task, const char **msg_out);
+
+// asyncio `gather(*futs, return_exceptions=...)`: a future of `loop` that completes when
+// every input is done.
+//
+// Inputs not bound to `loop` (loop-less, or of another loop) are wrapped
+// (`afut_ensure_future`). The same future passed twice is one child that appears at both
+// positions. Children that are already done are processed during this call, so the gather
+// may be done on return, as asyncio's is; with `n == 0` it is done at once, with a NULL
+// result.
+//
+// Results: on success the gather's value (`afut_result`) is an array of `n` `afut_t *`, the
+// children in argument order (borrowed from the gather, like the array): read each with
+// `afut_result` / `afut_exception`, or use `afut_gather_child(gather, i)`.
+//   - `return_exceptions == false`: the first child that fails completes the gather with that
+//     exception (code, message and a borrowed detail); a cancelled child completes it with an
+//     exception whose code is `AFUT_ERR_CANCELLED` and whose message is the child's cancel
+//     message (the gather is FINISHED, not cancelled, as in asyncio). The other children keep
+//     running; their later exceptions count as retrieved.
+//   - `return_exceptions == true`: the gather always succeeds once every child is done; the
+//     children's exceptions count as retrieved when the gather completes (they are part of
+//     the result). A gather cancelled or dropped before that leaves them to be reported.
+//
+// Cancelling the gather (`afut_cancel`) cancels every child that is still pending, at once,
+// with the same message, and the gather ends CANCELLED at once with that message: a
+// deliberate improvement over asyncio, where the gather ends FINISHED with a CancelledError
+// and `cancelled()` is never true (gh-85071).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; the gather keeps a reference to each
+// child until it is freed. The caller keeps its own references to the inputs. While a child
+// is pending it keeps the gather alive (as in asyncio): a gather completes and runs its
+// done-callbacks even if the caller has released it. Closing the loop ends that hold.
+// Bad input: NULL `loop`, NULL `futs` with `n > 0`, or a NULL entry returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
+afut_t *afut_gather(afut_loop_t *loop, afut_t *const *futs, size_t n, bool return_exceptions);
+
+// The child at argument position `index` of a gather (see `afut_gather`), whatever the
+// gather's state.
+//
+// Thread: any.
+// Ownership: borrowed from the gather; valid as long as the gather lives.
+// Bad input: NULL, a future that is not a gather, or `index >= n` returns NULL.
+//
+// # Safety
+// `gather` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+afut_t *afut_gather_child(const afut_t *gather, size_t index);
+
+// asyncio `wait_for(fut, timeout)`: a future of `loop` that completes like `fut`, unless
+// `timeout_s` seconds pass first.
+//
+// On timeout `fut` is cancelled, and the wait_for waits until `fut` is really done: if `fut`
+// ends cancelled, the wait_for ends FINISHED with an exception whose code is
+// `AFUT_ERR_TIMEOUT` (message "timed out"), so `afut_result` on it returns
+// `AFUT_ERR_EXCEPTION`; if `fut` swallowed the cancellation, its result (or its other
+// exception) is the wait_for's. A result that is already there when the timeout fires wins,
+// as in asyncio. `timeout_s <= 0` checks at once (a done `fut` gives its result, else it is
+// cancelled now); `INFINITY` never times out. The wait_for completes one iteration after
+// `fut` (its value and detail are borrowed from `fut`, which it keeps alive). Cancelling the
+// wait_for cancels `fut` at once (same message) and ends the wait_for CANCELLED at once. A
+// `fut` of another loop or loop-less is wrapped first (`afut_ensure_future`).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; the caller keeps its own on `fut`.
+// While `fut` is pending it keeps the returned future alive, which therefore completes and
+// runs its done-callbacks even if the caller has released it (until the loop is closed).
+// Bad input: NULL `loop` or `fut`, or NaN `timeout_s`, returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+afut_t *afut_wait_for(afut_loop_t *loop, afut_t *fut, double timeout_s);
+
+// asyncio `shield(fut)`: protects `fut` from cancellation. If `fut` (after
+// `afut_ensure_future`) is already done, it is returned itself. Otherwise a new future of
+// `loop` completes like `fut` (one iteration after it). Cancelling that outer future leaves
+// `fut` running, untouched; once the outer future is done (cancelled, or completed by its
+// caller) the shield lets go of `fut`, whose later outcome is its own: an exception nobody
+// reads is reported as never retrieved, as in asyncio. Cancelling `fut` itself cancels the
+// outer future, without a message (as asyncio does). While both are pending, `fut` keeps the
+// outer future alive: it completes and runs its done-callbacks even if the caller has
+// released it (until the loop is closed).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; values and details are borrowed
+// from `fut`, which the outer future keeps alive.
+// Bad input: NULL `loop` or `fut` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+afut_t *afut_shield(afut_loop_t *loop, afut_t *fut);
+
+// asyncio `wait(futs, timeout=..., return_when=...)`: a future of `loop` that completes with
+// the sets of done and pending inputs once `return_when` holds or `timeout_s` passes.
+//
+// `return_when`: `AFUT_FIRST_COMPLETED` (any input done, whatever its outcome),
+// `AFUT_FIRST_EXCEPTION` (an input fails; a cancellation is not an exception; if none fails
+// it is ALL_COMPLETED), `AFUT_ALL_COMPLETED`. Its value (`afut_result`) is an
+// `afut_wait_result_t *` whose `done` array holds every input done at that moment (several may
+// finish in the same iteration) and `pending` the others, each in input order; the struct,
+// the arrays and the futures are borrowed from the wait future. It never fails: a timeout is
+// not an error and cancels nothing. Even when every input is already done, it takes one
+// iteration, as asyncio's does. Duplicates count once; inputs not bound to `loop` are
+// wrapped. Cancelling the wait future leaves the inputs untouched. The FIRST_EXCEPTION check reads the inputs'
+// exceptions, which marks each one retrieved (asyncio skips the read for the last input).
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; it keeps a reference to each input.
+// While it is pending the inputs keep it alive, so it completes and runs its done-callbacks
+// even if the caller has released it (until the loop is closed).
+// Bad input: NULL `loop`, `n == 0` (asyncio ValueError), NULL `futs` or a NULL entry, an
+// unknown `return_when`, or a NaN `timeout_s` returns NULL. `INFINITY`: no timeout.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
+afut_t *afut_wait_many(afut_loop_t *loop, afut_t *const *futs, size_t n, double timeout_s, int32_t return_when);
+
+// The done / pending sets of a completed `afut_wait_many` future: the same pointer as its
+// `afut_result` value.
+//
+// Thread: any.
+// Ownership: borrowed from the wait future; valid as long as it lives.
+// Returns: NULL while the wait is pending, if it was cancelled, or if `wait` is not one.
+// Bad input: NULL returns NULL.
+//
+// # Safety
+// `wait` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+const afut_wait_result_t *afut_wait_many_result(const afut_t *wait);
+
+// asyncio `as_completed(futs, timeout=...)`: writes to `out` one new future per distinct
+// input; `out[0]` completes like the first input to complete, `out[1]` like the second, and
+// so on (each one iteration after that input; values and details borrowed from it). When
+// `timeout_s` passes, every `out[i]` still pending fails with an exception whose code is
+// `AFUT_ERR_TIMEOUT` (asyncio raises TimeoutError from the remaining awaits). An `out[i]` the
+// caller cancels is skipped. `INFINITY`: no timeout.
+//
+// Thread: any.
+// Ownership: each `out[i]` is a new reference owned by the caller (`afut_unref` each). Inputs
+// are kept alive until they are done or the timeout passes.
+// Returns: the number of futures written (the number of distinct inputs, at most `n`).
+// Bad input: NULL `loop` or `out`, NULL `futs` with `n > 0`, a NULL entry, or a NaN
+// `timeout_s` returns 0 and writes nothing.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
+size_t afut_as_completed(afut_loop_t *loop, afut_t *const *futs, size_t n, double timeout_s, afut_t **out);
+
+// Installs the handler for errors that have no caller to return to (asyncio
+// `set_exception_handler`). NULL `handler` restores the default, which writes to stderr.
+// The handler runs on the thread where the error happened: the loop's thread for callback
+// reports, the thread dropping the last reference for "never retrieved" reports. It may call
+// any afut function.
+//
+// Thread: any.
+// Ownership: the library owns `userdata` and calls `userdata_free(userdata)` once when the
+// handler is replaced or the loop freed (after any call in flight returns). With a NULL
+// `handler`, `userdata_free(userdata)` (if any) is called at once.
+// Bad input: NULL `loop` does nothing (and frees nothing).
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `handler` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
+void afut_loop_set_exception_handler(afut_loop_t *loop, afut_exception_handler_fn handler, void *userdata, afut_free_fn userdata_free);
+
+// Debug mode (asyncio `set_debug`): also report callbacks that take 0.1 s or more, as
+// "Executing <callback> took 0.123 seconds", through the exception handler. The
+// never-retrieved report is made whatever the mode.
+//
+// Thread: any. Bad input: NULL is a no-op.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+void afut_loop_set_debug(afut_loop_t *loop, bool enabled);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# afut benchmark suite (issue 6): builds the library (release) and the C benchmarks, runs
+# afut benchmark suite: builds the library (release) and the C benchmarks, runs
 # every workload beside its hand-written C floor and Python's asyncio (and libuv for W3),
 # and prints one Markdown table of figures, ratios and targets.
 #

@@ -4,6 +4,8 @@
 #
 #   build    cmake + cargo build of afut into build/consumers/afut (cached between runs)
 #   install  cmake --install into a fresh prefix: header, libs and links, CMake package, afut.pc
+#   strip    cmake --install --strip into another prefix: no debug sections left, the same
+#            exports, smaller files (sizes printed), and programs that link and run against it
 #   (a)      find_package(afut CONFIG REQUIRED) against the prefix: shared (default),
 #            static (BUILD_SHARED_LIBS=OFF), afut::afut_static, C++, and a moved prefix
 #   (b)      add_subdirectory(afut) from a parent project (install/tests off there)
@@ -47,7 +49,7 @@ if ! command -v cmake >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1
         exit 1
     fi
 fi
-for tool in cmake ctest pkg-config cc c++ readelf; do
+for tool in cmake ctest pkg-config cc c++ readelf nm; do
     command -v "$tool" >/dev/null 2>&1 || { echo "consumers: $tool not found" >&2; exit 1; }
 done
 
@@ -156,6 +158,49 @@ if [ $built -eq 1 ]; then
         fi
     else
         fail "install: cmake --install failed"
+    fi
+fi
+
+# --- stripped install ----------------------------------------------------------
+# exports FILE: the dynamic symbols FILE defines, sorted.
+exports() { nm -D --defined-only "$1" | awk '{print $NF}' | sort; }
+if [ $installed -eq 1 ]; then
+    STRIPPED=$OUT/prefix-stripped
+    rm -rf "$STRIPPED"
+    if step install-strip cmake --install "$BUILD" --prefix "$STRIPPED" --strip; then
+        s_libdir=$(dirname "$(find "$STRIPPED" -name "$REALNAME" | head -n 1)")
+        so_full=$(stat -c %s "$libdir/$REALNAME")
+        so_small=$(stat -c %s "$s_libdir/$REALNAME" 2>/dev/null || echo 0)
+        a_full=$(stat -c %s "$libdir/libafut.a")
+        a_small=$(stat -c %s "$s_libdir/libafut.a" 2>/dev/null || echo 0)
+        problems=""
+        readelf -S "$s_libdir/$REALNAME" 2>&1 | grep -q '\.debug_' && problems+=" $REALNAME keeps .debug_* sections;"
+        readelf -S "$s_libdir/libafut.a" 2>&1 | grep -q '\.debug_' && problems+=" libafut.a keeps .debug_* sections;"
+        readelf -S "$libdir/$REALNAME" 2>&1 | grep -q '\.debug_' || problems+=" the plain install has no debug info to strip (Cargo.toml's release profile);"
+        [ "$so_small" -gt 0 ] && [ "$so_small" -lt "$so_full" ] || problems+=" $REALNAME not smaller ($so_small vs $so_full bytes);"
+        [ "$a_small" -gt 0 ] && [ "$a_small" -lt "$a_full" ] || problems+=" libafut.a not smaller ($a_small vs $a_full bytes);"
+        [ "$(exports "$s_libdir/$REALNAME")" = "$(exports "$libdir/$REALNAME")" ] || problems+=" the stripped library exports other symbols;"
+        [ "$(readlink "$s_libdir/$SONAME" 2>/dev/null)" = "$REALNAME" ] || problems+=" $SONAME is not a link to $REALNAME;"
+        if [ -z "$problems" ]; then
+            pass "install --strip: $REALNAME $so_full -> $so_small bytes, libafut.a $a_full -> $a_small bytes, no debug sections, same exports"
+        else
+            fail "install --strip:$problems"
+        fi
+        mkdir -p "$OUT/stripped"
+        if step stripped-shared cc -o "$OUT/stripped/consumer" "$CONSUMERS/main.c" -I"$STRIPPED/include" \
+                -L"$s_libdir" -lafut -Wl,-rpath,"$s_libdir"; then
+            check_run "stripped install, shared" "$OUT/stripped/consumer" shared
+        else
+            fail "stripped install, shared: compile failed"
+        fi
+        if step stripped-static cc -o "$OUT/stripped/consumer_static" "$CONSUMERS/main.c" -I"$STRIPPED/include" \
+                "$s_libdir/libafut.a" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc; then
+            check_run "stripped install, static" "$OUT/stripped/consumer_static" static
+        else
+            fail "stripped install, static: compile failed"
+        fi
+    else
+        fail "install --strip: cmake --install --strip failed"
     fi
 fi
 

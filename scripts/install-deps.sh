@@ -12,6 +12,9 @@
 #   valgrind        leak checks of the C tests and examples
 #   clang, libclang-rt-14-dev   the libFuzzer run of fuzz/run.sh (scripts/reliability.sh)
 #
+# and, through rustup (not apt), the nightly toolchain's miri and rust-src components, for
+# `cargo +nightly miri test --lib` (the unit tests of the core under Miri, scripts/test.sh).
+#
 # Works as root on a fresh Debian 12 (no sudo needed) and, for a non-root user,
 # through sudo when it is available. When everything is present it makes no
 # network access and returns at once.
@@ -23,7 +26,7 @@ check_only=0
 case "${1:-}" in
     --check) check_only=1 ;;
     "") ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-deps: unknown argument: $1" >&2; exit 2 ;;
 esac
 
@@ -41,9 +44,30 @@ for pkg in "${PACKAGES[@]}"; do
     fi
 done
 
+# Miri: a rustup component of the nightly toolchain (cargo miri also needs rust-src).
+miri_ok() { cargo +nightly miri --version >/dev/null 2>&1; }
+miri_status=0
+if miri_ok; then
+    echo "install-deps: miri (nightly): already installed"
+elif [ "$check_only" -eq 1 ]; then
+    echo "install-deps: missing: the nightly toolchain's miri component" >&2
+    miri_status=1
+elif ! command -v rustup >/dev/null 2>&1; then
+    echo "install-deps: rustup not found; install the nightly toolchain with miri and rust-src by hand" >&2
+    miri_status=1
+else
+    echo "install-deps: rustup toolchain install nightly (miri, rust-src)"
+    if rustup toolchain install nightly --profile minimal --component miri,rust-src >/dev/null && miri_ok; then
+        echo "install-deps: miri (nightly): installed"
+    else
+        echo "install-deps: miri (nightly): FAILED to install" >&2
+        miri_status=1
+    fi
+fi
+
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-deps: nothing to do"
-    exit 0
+    echo "install-deps: nothing else to do"
+    exit "$miri_status"
 fi
 
 if [ "$check_only" -eq 1 ]; then
@@ -83,4 +107,5 @@ for pkg in "${missing[@]}"; do
         failed=1
     fi
 done
+[ "$miri_status" -eq 0 ] || failed=1
 exit "$failed"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The reliability run (issue 7): the C suite under AddressSanitizer+UBSan and valgrind, the
+# The reliability run: the C suite under AddressSanitizer+UBSan and valgrind, the
 # multi-thread tests under ThreadSanitizer, and a bounded fuzz run; then the figures.
 #
 #   scripts/reliability.sh                 everything (fuzz for 20 s)

@@ -2,11 +2,13 @@
 # Runs every afut test: the README's test command, and what .ci/run calls.
 #
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    cargo test only (Rust unit tests, header drift, C suite, packaging)
+#   scripts/test.sh --quick    lint and cargo test only (Rust unit tests, header drift, C suite,
+#                              packaging)
 #
-# Stages: system packages (installed when missing), cargo test, the C suite under
-# AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the model/fuzz runs, the examples
-# (each checks its own output), and the CMake / pkg-config consumer builds.
+# Stages: system packages (installed when missing), lint (rustfmt, clippy), cargo test, the
+# core's unit tests under Miri, the C suite under AddressSanitizer+UBSan, valgrind and
+# ThreadSanitizer, the model/fuzz runs, the examples (each checks its own output), and the
+# CMake / pkg-config consumer builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +41,10 @@ fi
 stage lint bash -c 'cargo fmt --check && cargo clippy --all-targets -- -D warnings'
 stage cargo-test cargo test --all-targets
 if [ $quick = 0 ]; then
+    # The unit tests in src/ under Miri (undefined behaviour, data races, leaks). Those that
+    # make system calls Miri cannot run (epoll, eventfd, timerfd) are marked
+    # #[cfg_attr(miri, ignore)]. Needs the nightly miri component (install-deps.sh).
+    stage miri cargo +nightly miri test --lib
     # AFUT_TSAN_RUST=1: the ThreadSanitizer runs also use a TSan-instrumented build of the
     # library itself (a test-only build; see scripts/reliability.sh).
     stage reliability env AFUT_TSAN_RUST=1 bash scripts/reliability.sh

@@ -29,9 +29,12 @@ pub const AFUT_ERR_LOOP_CLOSED: afut_status_t = -6;
 pub const AFUT_ERR_LOOP_RUNNING: afut_status_t = -7;
 /// The wait timed out (`afut_wait`), or the exception code of a timed-out `afut_wait_for`.
 pub const AFUT_ERR_TIMEOUT: afut_status_t = -8;
-/// An allocation failed.
+/// Reserved for an allocation failure; no function returns it in this version. The library
+/// allocates through Rust's global allocator, which aborts the process when memory runs out.
 pub const AFUT_ERR_NO_MEMORY: afut_status_t = -9;
-/// A system call failed; `errno` holds its error.
+/// Reserved for a failed system call (`errno` would hold its error); no function returns it
+/// in this version. The one function whose system calls can fail, `afut_loop_new`, returns a
+/// handle: it reports the failure as NULL with `errno` set.
 pub const AFUT_ERR_OS: afut_status_t = -10;
 /// An internal bug was caught at the API boundary. It was reported once on stderr; a loop it
 /// happened in is poisoned and its `run_*` functions return this code from then on.

@@ -161,3 +161,80 @@ impl Handler {
         unsafe { (self.func)(event_loop, context, self.data.ptr()) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the C side saw, in order.
+    #[derive(Default)]
+    struct Seen(parking_lot::Mutex<Vec<&'static str>>);
+
+    impl Seen {
+        fn ptr(&self) -> *mut c_void {
+            self as *const Seen as *mut c_void
+        }
+        fn log(&self) -> Vec<&'static str> {
+            self.0.lock().clone()
+        }
+    }
+
+    unsafe extern "C" fn seen_call(ud: *mut c_void) {
+        // SAFETY: the tests pass a live `Seen`.
+        unsafe { &*(ud as *const Seen) }.0.lock().push("call");
+    }
+
+    unsafe extern "C" fn seen_free(ud: *mut c_void) {
+        // SAFETY: as for seen_call.
+        unsafe { &*(ud as *const Seen) }.0.lock().push("free");
+    }
+
+    #[test]
+    fn owned_frees_exactly_once_unless_disarmed_or_borrowed() {
+        let seen = Seen::default();
+        let owned = Owned::new(seen.ptr(), Some(seen_free));
+        assert_eq!(owned.ptr(), seen.ptr());
+        drop(owned);
+        assert_eq!(seen.log(), ["free"]);
+        Owned::new(seen.ptr(), Some(seen_free)).disarm();
+        drop(Owned::borrowed(seen.ptr()));
+        drop(Owned::new(seen.ptr(), None));
+        assert_eq!(seen.log(), ["free"], "disarmed, borrowed and destructor-less pointers are not freed");
+    }
+
+    #[test]
+    fn a_c_callback_is_called_then_its_userdata_freed() {
+        let seen = Seen::default();
+        Callback::c(seen_call, Owned::new(seen.ptr(), Some(seen_free))).run();
+        assert_eq!(seen.log(), ["call", "free"]);
+        let unrun = Seen::default();
+        drop(Callback::c(seen_call, Owned::new(unrun.ptr(), Some(seen_free))));
+        assert_eq!(unrun.log(), ["free"], "dropped unrun (cancelled, or its loop closed): freed, not called");
+        let refused = Seen::default();
+        Callback::c(seen_call, Owned::new(refused.ptr(), Some(seen_free))).disarm();
+        assert!(refused.log().is_empty(), "a refused callback's userdata stays the caller's");
+        assert!(Callback::c(seen_call, Owned::borrowed(seen.ptr())).describe().starts_with("<callback 0x"));
+    }
+
+    #[test]
+    fn an_internal_callback_runs_its_closure_once() {
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = ran.clone();
+        let cb = Callback::rust(move || {
+            r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(cb.describe(), "<afut internal callback>");
+        cb.run();
+        assert_eq!(ran.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_hook_is_called_any_number_of_times_and_freed_once() {
+        let seen = Seen::default();
+        let hook = Hook::new(seen_call, Owned::new(seen.ptr(), Some(seen_free)));
+        hook.call();
+        hook.call();
+        drop(hook);
+        assert_eq!(seen.log(), ["call", "call", "free"]);
+    }
+}

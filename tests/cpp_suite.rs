@@ -14,6 +14,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -122,11 +123,15 @@ fn cpp_suite() {
     assert_eq!(failed, 0);
 }
 
-/// The header also compiles with clang++ (when installed), with the same warnings as errors.
+/// The header also compiles with clang++, with the same warnings as errors. Without clang++
+/// the check is skipped with a note, except under CI (`CI=true`), where it fails, as the
+/// packaging checks do (scripts/install-deps.sh installs clang).
 #[test]
 fn hpp_compiles_with_clang() {
     if Command::new("clang++").arg("--version").output().is_err() {
-        println!("clang++ not installed: skipped");
+        assert!(!in_ci(), "clang++ is not installed, and CI=true requires the C++ header's clang check to run");
+        // Past the harness's output capture, so the skip shows in a normal run.
+        let _ = writeln!(std::io::stderr(), "cpp_suite: SKIPPED hpp_compiles_with_clang: clang++ not found");
         return;
     }
     for src in [manifest_dir().join("cpp-tests/test_hpp.cpp"), manifest_dir().join("examples/hello_coro.cpp")] {

@@ -36,7 +36,8 @@ fn owned(v: &[ManuallyDrop<Future>]) -> Vec<Future> {
 /// Inputs not bound to `loop` (loop-less, or of another loop) are wrapped
 /// (`afut_ensure_future`). The same future passed twice is one child that appears at both
 /// positions. Children that are already done are processed during this call, so the gather
-/// may be done on return (G6); with `n == 0` it is done at once, with a NULL result.
+/// may be done on return, as asyncio's is; with `n == 0` it is done at once, with a NULL
+/// result.
 ///
 /// Results: on success the gather's value (`afut_result`) is an array of `n` `afut_t *`, the
 /// children in argument order (borrowed from the gather, like the array): read each with
@@ -106,12 +107,12 @@ pub unsafe extern "C" fn afut_gather_child(gather: *const afut_t, index: usize) 
 /// ends cancelled, the wait_for ends FINISHED with an exception whose code is
 /// `AFUT_ERR_TIMEOUT` (message "timed out"), so `afut_result` on it returns
 /// `AFUT_ERR_EXCEPTION`; if `fut` swallowed the cancellation, its result (or its other
-/// exception) is the wait_for's. A result that is already there when the timeout fires wins
-/// (test_wait_for_race_condition). `timeout_s <= 0` checks at once (a done `fut` gives its
-/// result, else it is cancelled now); `INFINITY` never times out. The wait_for completes one
-/// iteration after `fut` (its value and detail are borrowed from `fut`, which it keeps alive).
-/// Cancelling the wait_for cancels `fut` at once (same message) and ends the wait_for CANCELLED
-/// at once. A `fut` of another loop or loop-less is wrapped first (`afut_ensure_future`).
+/// exception) is the wait_for's. A result that is already there when the timeout fires wins,
+/// as in asyncio. `timeout_s <= 0` checks at once (a done `fut` gives its result, else it is
+/// cancelled now); `INFINITY` never times out. The wait_for completes one iteration after
+/// `fut` (its value and detail are borrowed from `fut`, which it keeps alive). Cancelling the
+/// wait_for cancels `fut` at once (same message) and ends the wait_for CANCELLED at once. A
+/// `fut` of another loop or loop-less is wrapped first (`afut_ensure_future`).
 ///
 /// Thread: any.
 /// Ownership: returns a new reference owned by the caller; the caller keeps its own on `fut`.
@@ -174,9 +175,9 @@ pub unsafe extern "C" fn afut_shield(r#loop: *mut afut_loop_t, fut: *mut afut_t)
 /// `afut_wait_result_t *` whose `done` array holds every input done at that moment (several may
 /// finish in the same iteration) and `pending` the others, each in input order; the struct,
 /// the arrays and the futures are borrowed from the wait future. It never fails: a timeout is
-/// not an error and cancels nothing (W4). Even when every input is already done, it takes one
-/// iteration (W2). Duplicates count once; inputs not bound to `loop` are wrapped. Cancelling
-/// the wait future leaves the inputs untouched. The FIRST_EXCEPTION check reads the inputs'
+/// not an error and cancels nothing. Even when every input is already done, it takes one
+/// iteration, as asyncio's does. Duplicates count once; inputs not bound to `loop` are
+/// wrapped. Cancelling the wait future leaves the inputs untouched. The FIRST_EXCEPTION check reads the inputs'
 /// exceptions, which marks each one retrieved (asyncio skips the read for the last input).
 ///
 /// Thread: any.

@@ -1,4 +1,5 @@
-//! Exported future functions (`afut_*` on `afut_t`).
+//! Futures (asyncio's `Future`): creating them, references, completing, reading the
+//! outcome, cancelling, done-callbacks, blocking waits and descriptions.
 
 use std::ffi::{CStr, c_char, c_void};
 
@@ -6,11 +7,8 @@ use super::convert::*;
 use super::panic::guard;
 use crate::abi::*;
 use crate::callback::Owned;
-use crate::futures::future::DoneCb;
-use crate::futures::future::{Exception, ExceptionView, Future, TAG_FINALIZING, TAG_FUTURE, copy_message};
+use crate::futures::future::{DoneCb, Exception, ExceptionView, Future, TAG_FINALIZING, copy_message};
 use crate::runtime::eventloop::Loop;
-use crate::tasks::chain;
-use crate::tasks::sleep;
 
 /// Copies a C string argument (NULL stays None).
 ///
@@ -19,23 +17,6 @@ use crate::tasks::sleep;
 unsafe fn c_str<'a>(s: *const c_char) -> Option<&'a CStr> {
     // SAFETY: forwarded contract.
     (!s.is_null()).then(|| unsafe { CStr::from_ptr(s) })
-}
-
-/// Creates a future bound to `loop` (asyncio `loop.create_future()`).
-///
-/// Thread: any.
-/// Ownership: returns a new reference owned by the caller (release it with `afut_unref`).
-/// Bad input: NULL `loop` returns NULL.
-///
-/// # Safety
-/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_loop_create_future(r#loop: *mut afut_loop_t) -> *mut afut_t {
-    guard("afut_loop_create_future", std::ptr::null_mut(), || {
-        // SAFETY: `r#loop` is NULL or a live loop (API contract).
-        let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return std::ptr::null_mut() };
-        future_into_raw(Future::new(Some(l.link())))
-    })
 }
 
 /// Creates a future (asyncio `Future(loop=loop)`).
@@ -57,6 +38,23 @@ pub unsafe extern "C" fn afut_new(r#loop: *mut afut_loop_t) -> *mut afut_t {
         // SAFETY: `r#loop` is NULL or a live loop (API contract).
         let l = unsafe { borrow_loop(r#loop) };
         future_into_raw(Future::new(l.map(|l| l.link())))
+    })
+}
+
+/// Creates a future bound to `loop` (asyncio `loop.create_future()`).
+///
+/// Thread: any.
+/// Ownership: returns a new reference owned by the caller (release it with `afut_unref`).
+/// Bad input: NULL `loop` returns NULL.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn afut_loop_create_future(r#loop: *mut afut_loop_t) -> *mut afut_t {
+    guard("afut_loop_create_future", std::ptr::null_mut(), || {
+        // SAFETY: `r#loop` is NULL or a live loop (API contract).
+        let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return std::ptr::null_mut() };
+        future_into_raw(Future::new(Some(l.link())))
     })
 }
 
@@ -396,6 +394,25 @@ pub unsafe extern "C" fn afut_get_loop(fut: *const afut_t) -> *mut afut_loop_t {
     })
 }
 
+/// Blocks the calling thread until the future is done, whatever its outcome.
+/// `timeout_s`: 0 polls, `INFINITY` waits forever, a negative value acts as 0.
+///
+/// Thread: any thread except the one running the future's loop (the future could never
+/// complete): that returns `AFUT_ERR_WRONG_THREAD` without waiting.
+/// Returns: `AFUT_OK` when done; `AFUT_ERR_TIMEOUT`.
+/// Bad input: NULL `fut` or NaN `timeout_s` returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn afut_wait(fut: *mut afut_t, timeout_s: f64) -> afut_status_t {
+    guard("afut_wait", AFUT_ERR_PANIC, || {
+        // SAFETY: `fut` is NULL or a live future (API contract).
+        let Some(f) = (unsafe { borrow_future(fut) }) else { return AFUT_ERR_INVALID_ARGUMENT };
+        f.wait(timeout_s)
+    })
+}
+
 /// Writes an asyncio-style description into `buf`, with snprintf's rules: at most `len - 1`
 /// characters and a NUL (nothing when `len == 0`). Formats: `<Future pending>`,
 /// `<Future pending cb=[2]>`, `<Future cancelled>`, `<Future finished result=0x1f2e>`
@@ -424,129 +441,5 @@ pub unsafe extern "C" fn afut_describe(fut: *const afut_t, buf: *mut c_char, len
             }
         }
         text.len()
-    })
-}
-
-/// Blocks the calling thread until the future is done, whatever its outcome.
-/// `timeout_s`: 0 polls, `INFINITY` waits forever, a negative value acts as 0.
-///
-/// Thread: any thread except the one running the future's loop (the future could never
-/// complete): that returns `AFUT_ERR_WRONG_THREAD` without waiting.
-/// Returns: `AFUT_OK` when done; `AFUT_ERR_TIMEOUT`.
-/// Bad input: NULL `fut` or NaN `timeout_s` returns `AFUT_ERR_INVALID_ARGUMENT`.
-///
-/// # Safety
-/// `fut` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_wait(fut: *mut afut_t, timeout_s: f64) -> afut_status_t {
-    guard("afut_wait", AFUT_ERR_PANIC, || {
-        // SAFETY: `fut` is NULL or a live future (API contract).
-        let Some(f) = (unsafe { borrow_future(fut) }) else { return AFUT_ERR_INVALID_ARGUMENT };
-        f.wait(timeout_s)
-    })
-}
-
-/// True iff `obj` is a live future or task handle of this library.
-///
-/// A debugging and binding aid, not a safety guarantee: `obj` must be NULL or point to at
-/// least 16 readable bytes. A handle's tag is cleared when it is freed, so a freed handle
-/// answers false while its memory is not reused.
-///
-/// Thread: any. Bad input: NULL returns false.
-///
-/// # Safety
-/// `obj` is NULL or points to at least 16 readable bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_isfuture(obj: *const c_void) -> bool {
-    guard("afut_isfuture", false, || {
-        if obj.is_null() {
-            return false;
-        }
-        // SAFETY: the contract says `obj` points to at least 16 readable bytes; an unaligned
-        // read of the first 8 is within them.
-        let tag = unsafe { std::ptr::read_unaligned(obj as *const u64) };
-        tag == TAG_FUTURE
-    })
-}
-
-/// asyncio `ensure_future` for futures: `obj` itself (as a new reference) if it is bound to
-/// `loop`, else `afut_wrap_future(loop, obj)`.
-///
-/// Thread: any.
-/// Ownership: returns a new reference owned by the caller.
-/// Bad input: NULL `loop` or `obj` returns NULL.
-///
-/// # Safety
-/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-/// `obj` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_ensure_future(r#loop: *mut afut_loop_t, obj: *mut afut_t) -> *mut afut_t {
-    guard("afut_ensure_future", std::ptr::null_mut(), || {
-        // SAFETY: NULL or live handles (API contract).
-        let (Some(l), Some(f)) = (unsafe { borrow_loop(r#loop) }, unsafe { borrow_future_to_keep(obj) }) else {
-            return std::ptr::null_mut();
-        };
-        future_into_raw(chain::ensure_future(&l, &f))
-    })
-}
-
-/// A future bound to `loop` that mirrors `other` (a loop-less future or one of another loop;
-/// for a future of `loop` itself, `other` is returned as a new reference). When `other` is
-/// done, its outcome is copied onto the wrapper in a later iteration of `loop` (even if it was
-/// done already); cancelling either side cancels the other (asyncio `_chain_future`), the
-/// cancel message included.
-///
-/// Thread: any.
-/// Ownership: returns a new reference owned by the caller. The mirrored value or detail is
-/// borrowed from `other`, which the wrapper keeps a reference to until it is freed.
-/// Bad input: NULL `loop` or `other` returns NULL.
-///
-/// # Safety
-/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-/// `other` is NULL or a future handle the caller holds a reference to (or is lent for a callback).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_wrap_future(r#loop: *mut afut_loop_t, other: *mut afut_t) -> *mut afut_t {
-    guard("afut_wrap_future", std::ptr::null_mut(), || {
-        // SAFETY: NULL or live handles (API contract).
-        let (Some(l), Some(f)) = (unsafe { borrow_loop(r#loop) }, unsafe { borrow_future_to_keep(other) }) else {
-            return std::ptr::null_mut();
-        };
-        future_into_raw(chain::wrap_future(&l, &f))
-    })
-}
-
-/// A future of `loop` that a timer completes with `value` after `delay_s` seconds (asyncio
-/// `sleep(delay, result)`). `delay_s <= 0` completes it after exactly one iteration;
-/// `INFINITY` never. Cancelling the future cancels the timer.
-///
-/// Thread: any.
-/// Ownership: returns a new reference owned by the caller. On success the library owns
-/// `value`: once the timer completes the future, the future owns it (and frees it when it is
-/// freed). If the future is cancelled first, the timer is cancelled on the loop's next
-/// iteration and `value_free(value)` runs then; if the loop closes first, at the close.
-/// On failure `value` stays the caller's. The loop holds a reference to the future until that
-/// next iteration, so its last `afut_unref` may come one iteration after yours.
-/// Bad input: NULL `loop` or NaN `delay_s` returns NULL; so does a closed loop.
-///
-/// # Safety
-/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
-/// `value_free` is NULL or a function with the documented signature, callable as this documentation says.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn afut_sleep(
-    r#loop: *mut afut_loop_t,
-    delay_s: f64,
-    value: *mut c_void,
-    value_free: afut_free_fn,
-) -> *mut afut_t {
-    guard("afut_sleep", std::ptr::null_mut(), || {
-        // SAFETY: NULL or a live loop (API contract).
-        let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return std::ptr::null_mut() };
-        match sleep::sleep(&l, delay_s, Owned::new(value, value_free)) {
-            Ok(f) => future_into_raw(f),
-            Err((_, v)) => {
-                v.disarm();
-                std::ptr::null_mut()
-            }
-        }
     })
 }

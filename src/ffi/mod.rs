@@ -2,11 +2,21 @@
 //!
 //! Each export validates its pointers, converts them through [`convert`], calls the safe core,
 //! and runs inside the [`panic`] boundary.
+//!
+//! The modules are declared in the order the header presents them (cbindgen emits functions
+//! in the order it parses them): the library, the loop, scheduling, host integration, futures,
+//! functions on futures, tasks, combinators, then error handling. Within a file, functions
+//! appear in the order a reader meets them.
 
-pub mod combinators;
-mod convert;
-pub mod eventloop;
-pub mod future;
 pub mod library;
-mod panic;
+pub mod eventloop;
+pub mod scheduling;
+pub mod host;
+pub mod future;
+pub mod future_functions;
 pub mod task;
+pub mod combinators;
+pub mod errors;
+
+mod convert;
+mod panic;

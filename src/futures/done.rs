@@ -201,4 +201,105 @@ mod tests {
     fn tokens_are_unique() {
         assert_ne!(next_token(), next_token());
     }
+
+    /// A fake future with a handle, so a C callback can check what it was given.
+    struct Handle(*mut afut_t);
+    impl HasHandle for Handle {
+        fn handle(&self) -> *mut afut_t {
+            self.0
+        }
+    }
+
+    /// What the C side saw, in order: "run" (with the handle it got) or "free".
+    #[derive(Default)]
+    struct Seen(parking_lot::Mutex<Vec<(&'static str, usize)>>);
+
+    unsafe extern "C" fn seen_run(fut: *mut afut_t, ud: *mut c_void) {
+        // SAFETY: the tests pass a live `Seen`.
+        unsafe { &*(ud as *const Seen) }.0.lock().push(("run", fut as usize));
+    }
+
+    unsafe extern "C" fn seen_free(ud: *mut c_void) {
+        // SAFETY: as for seen_run.
+        unsafe { &*(ud as *const Seen) }.0.lock().push(("free", 0));
+    }
+
+    unsafe extern "C" fn other_run(_fut: *mut afut_t, _ud: *mut c_void) {}
+
+    fn c_entry(seen: &Seen) -> DoneCallback<Handle> {
+        c_entry_with(seen_run, seen)
+    }
+
+    fn c_entry_with(func: DoneFn, seen: &Seen) -> DoneCallback<Handle> {
+        DoneCallback::c(func, Owned::new(seen as *const Seen as *mut c_void, Some(seen_free)))
+    }
+
+    #[test]
+    fn a_c_callback_runs_with_the_handle_then_frees_its_userdata_once() {
+        let seen = Seen::default();
+        c_entry(&seen).run(&Handle(std::ptr::without_provenance_mut(0x40)));
+        assert_eq!(*seen.0.lock(), [("run", 0x40), ("free", 0)]);
+    }
+
+    #[test]
+    fn an_unrun_c_callback_frees_its_userdata_when_dropped_unless_disarmed() {
+        let seen = Seen::default();
+        drop(c_entry(&seen));
+        assert_eq!(*seen.0.lock(), [("free", 0)]);
+        let kept = Seen::default();
+        c_entry(&kept).disarm();
+        assert!(kept.0.lock().is_empty(), "disarmed: the userdata is the caller's again");
+        let mut list = CallbackList::<Handle>::default();
+        list.push(c_entry(&kept));
+        list.push(c_entry(&kept));
+        drop(list);
+        assert_eq!(*kept.0.lock(), [("free", 0), ("free", 0)], "a dropped list frees each once");
+    }
+
+    #[test]
+    fn a_c_callback_matches_its_function_and_userdata_only() {
+        // One function pointer value, as a C caller passes the same function twice: Rust does
+        // not promise that two reifications of `seen_run` compare equal (Miri makes them
+        // differ), C does.
+        let (run, other_fn): (DoneFn, DoneFn) = (seen_run, other_run);
+        let (seen, other) = (Seen::default(), Seen::default());
+        let cb = c_entry_with(run, &seen);
+        let ud = &seen as *const Seen as *mut c_void;
+        assert!(cb.matches(run, ud));
+        assert!(!cb.matches(other_fn, ud), "another function");
+        assert!(!cb.matches(run, &other as *const Seen as *mut c_void), "another userdata");
+        assert!(!cb.has_token(0), "a C entry has no token");
+        assert!(cb.describe().starts_with("<done-callback 0x"));
+        cb.disarm();
+        let internal = DoneCallback::<Handle>::rust(9, |_| {});
+        assert!(internal.has_token(9) && !internal.has_token(8));
+        assert!(!internal.matches(run, ud), "an internal entry never matches a C pair");
+        assert_eq!(internal.describe(), "<afut internal done-callback>");
+    }
+
+    #[test]
+    fn a_list_iterates_in_order_in_every_shape() {
+        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let empty = CallbackList::<Fake>::default();
+        assert_eq!(empty.into_iter().count(), 0);
+        let mut one = CallbackList::default();
+        one.push(counting(1, &log));
+        let mut many = CallbackList::default();
+        for t in 2..=4 {
+            many.push(counting(t, &log));
+        }
+        assert!(matches!(many, CallbackList::Many(_)));
+        for cb in one.into_iter().chain(many) {
+            cb.run(&Fake);
+        }
+        assert_eq!(*log.lock(), vec![1, 2, 3, 4]);
+        let mut list = CallbackList::default();
+        for t in 1..=3 {
+            list.push(counting(t, &log));
+        }
+        assert!(list.extract(|cb| cb.has_token(99)).is_empty(), "nothing matches: nothing moves");
+        assert_eq!(list.len(), 3);
+        assert_eq!(list.extract(|_| true).len(), 3);
+        assert!(list.is_empty());
+    }
 }

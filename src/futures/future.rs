@@ -29,7 +29,7 @@ pub(crate) type Callbacks = CallbackList<Future>;
 /// implements it; a future holds its loop only through this trait, so this layer knows
 /// nothing of the loop's insides.
 pub(crate) trait LoopLink: Send + Sync + 'static {
-    /// Queues a completed future's callbacks as one contiguous run (asyncio F5). On a closed
+    /// Queues a completed future's callbacks as one contiguous run (SEMANTICS.md F5). On a closed
     /// loop they come back unqueued.
     fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)>;
     /// True on the thread currently inside the loop's `run_*` call.
@@ -448,9 +448,11 @@ impl Future {
                     // Point at the future that holds the outcome, not at the wrapper: a chain
                     // of wrappers then reads and frees its outcome in constant time and stack,
                     // whatever its length.
+                    // The root is read after the source's lock is released (locks never nest).
                     let root = root.clone();
-                    let exception = root.holds_exception();
                     st.set_retrieved();
+                    drop(st);
+                    let exception = root.holds_exception();
                     (Outcome::Mirrored(root, false), exception)
                 }
             }
@@ -522,8 +524,8 @@ impl FutureInner {
 
     /// asyncio-style repr: `<Future pending cb=[2]>`, `<Future finished result=0x1f2e>`, ...
     pub(crate) fn describe(&self) -> String {
-        // Asked before taking the state lock: a behaviour takes its own lock, and the task
-        // code takes that one before the state lock (never the other way round).
+        // Asked before taking the state lock: a behaviour takes its own lock, and locks
+        // never nest.
         let pending = self.behaviour.as_ref().and_then(|b| b.pending_word()).unwrap_or("pending");
         let st = self.state.lock();
         let body = match &st.outcome {
@@ -732,7 +734,11 @@ impl HasHandle for Future {
 
 #[cfg(test)]
 mod tests {
+    //! The state machine without an event loop: a [`FakeLoop`] stands in for the runtime and
+    //! records what a future hands it. No test here makes a system call (Miri runs them all).
+
     use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     /// A pending future with one done-callback is one allocation of at most 128 bytes from
     /// malloc's point of view (its request, plus malloc's 8-byte header, rounded to 16):
@@ -741,5 +747,420 @@ mod tests {
     fn a_future_fits_in_one_128_byte_malloc_chunk() {
         let request = std::mem::size_of::<FutureInner>() + 2 * std::mem::size_of::<usize>();
         assert!(request <= 120, "FutureInner grew: the Arc allocation asks for {request} bytes");
+    }
+
+    // ----- test doubles -----
+
+    /// A loop that queues what `schedule_done` gets (for [`FakeLoop::run`] to run later) and
+    /// records each call and each report.
+    #[derive(Default)]
+    struct FakeLoop {
+        closed: AtomicBool,
+        running_here: AtomicBool,
+        /// The number of callbacks of each `schedule_done` call, in order.
+        calls: Mutex<Vec<usize>>,
+        queue: Mutex<Vec<(Future, DoneCb)>>,
+        /// (message, exception code, the future's tag during the report).
+        reports: Mutex<Vec<(String, i32, u64)>>,
+    }
+
+    impl FakeLoop {
+        fn new() -> Arc<FakeLoop> {
+            Arc::new(FakeLoop::default())
+        }
+
+        fn link(self: &Arc<Self>) -> Option<Arc<dyn LoopLink>> {
+            Some(self.clone())
+        }
+
+        /// Runs the queued callbacks, in order, as a loop iteration would.
+        fn run(&self) -> usize {
+            let batch = std::mem::take(&mut *self.queue.lock());
+            let n = batch.len();
+            for (fut, cb) in batch {
+                cb.run(&fut);
+            }
+            n
+        }
+    }
+
+    impl LoopLink for FakeLoop {
+        fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)> {
+            if self.closed.load(Ordering::Acquire) {
+                return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
+            }
+            self.calls.lock().push(callbacks.len());
+            self.queue.lock().extend(callbacks.into_iter().map(|cb| (fut.clone(), cb)));
+            Ok(())
+        }
+
+        fn is_running_on_this_thread(&self) -> bool {
+            self.running_here.load(Ordering::Acquire)
+        }
+
+        fn report(&self, message: &CStr, future: Option<&FutureInner>, exception: Option<&afut_exception_t>) {
+            let tag = future.map_or(0, FutureInner::tag);
+            let code = exception.map_or(0, |e| e.code);
+            self.reports.lock().push((message.to_string_lossy().into_owned(), code, tag));
+        }
+
+        fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+            self
+        }
+    }
+
+    /// A C destructor that counts its calls in the `AtomicUsize` it is given.
+    unsafe extern "C" fn count_free(p: *mut c_void) {
+        // SAFETY: every test passes a pointer to a live AtomicUsize.
+        unsafe { &*(p as *const AtomicUsize) }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A C done-callback that counts its calls in the `AtomicUsize` it is given.
+    unsafe extern "C" fn count_run(_fut: *mut afut_t, p: *mut c_void) {
+        // SAFETY: as for count_free.
+        unsafe { &*(p as *const AtomicUsize) }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Another C done-callback, so that `(func, userdata)` pairs can differ by function.
+    unsafe extern "C" fn count_run_twice(_fut: *mut afut_t, p: *mut c_void) {
+        // SAFETY: as for count_free.
+        unsafe { &*(p as *const AtomicUsize) }.fetch_add(2, Ordering::Relaxed);
+    }
+
+    fn ptr(counter: &AtomicUsize) -> *mut c_void {
+        counter as *const AtomicUsize as *mut c_void
+    }
+
+    fn counted(counter: &AtomicUsize) -> Owned {
+        Owned::new(ptr(counter), Some(count_free))
+    }
+
+    fn n(counter: &AtomicUsize) -> usize {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// A Rust done-callback that appends `id` to `log`.
+    fn logging(id: u32, log: &Arc<Mutex<Vec<u32>>>) -> DoneCb {
+        let log = log.clone();
+        DoneCb::rust(id as u64, move |_| log.lock().push(id))
+    }
+
+    fn exception(code: i32, message: Option<&CStr>, detail: Owned) -> Exception {
+        Exception { code, message: copy_message(message), detail }
+    }
+
+    // ----- states -----
+
+    #[test]
+    fn set_result_completes_once_and_gives_a_second_value_back() {
+        let (v1, v2) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let f = Future::new(None);
+        assert!(!f.is_done() && !f.is_cancelled());
+        assert_eq!(f.result().err(), Some(AFUT_ERR_INVALID_STATE));
+        assert_eq!(f.exception().err(), Some(AFUT_ERR_INVALID_STATE));
+        assert!(f.set_result(counted(&v1)).is_ok());
+        assert!(f.is_done() && !f.is_cancelled());
+        assert_eq!(f.result().ok(), Some(ptr(&v1)));
+        assert!(matches!(f.exception(), Ok(ExceptionView::NoException)));
+        let (status, back) = f.set_result(counted(&v2)).expect_err("a done future refuses a value");
+        assert_eq!(status, AFUT_ERR_INVALID_STATE);
+        assert_eq!(back.ptr(), ptr(&v2), "the refused value comes back");
+        back.disarm();
+        let (status, _) = f.set_exception(exception(5, None, Owned::borrowed(std::ptr::null_mut()))).err().unwrap();
+        assert_eq!(status, AFUT_ERR_INVALID_STATE);
+        assert!(!f.cancel(None), "cancel on a done future is false");
+        assert_eq!(f.result().ok(), Some(ptr(&v1)), "the outcome did not change");
+        assert_eq!((n(&v1), n(&v2)), (0, 0));
+        drop(f);
+        assert_eq!((n(&v1), n(&v2)), (1, 0), "the value is freed with the future, once");
+    }
+
+    #[test]
+    fn cancel_is_final_and_keeps_its_message() {
+        let f = Future::new(None);
+        assert!(f.cancel(Some(c"bye".to_owned())));
+        assert!(f.is_done() && f.is_cancelled());
+        assert_eq!(f.cancel_message_owned().as_deref(), Some(c"bye"));
+        let borrowed = f.cancel_message();
+        assert!(!f.cancel(Some(c"again".to_owned())), "a second cancel is false");
+        assert_eq!(f.cancel_message(), borrowed, "the message pointer is stable");
+        assert_eq!(f.cancel_message_owned().as_deref(), Some(c"bye"));
+        assert_eq!(f.result().err(), Some(AFUT_ERR_CANCELLED));
+        assert_eq!(f.exception().err(), Some(AFUT_ERR_CANCELLED));
+        assert!(f.copy_exception().is_none());
+        let (status, back) = f.set_result(Owned::borrowed(std::ptr::null_mut())).err().unwrap();
+        assert_eq!(status, AFUT_ERR_INVALID_STATE);
+        back.disarm();
+        let g = Future::new(None);
+        assert!(g.cancel(None));
+        assert!(g.cancel_message().is_null() && g.cancel_message_owned().is_none());
+    }
+
+    #[test]
+    fn an_exception_is_read_back_with_its_message_and_detail() {
+        let detail = AtomicUsize::new(0);
+        let f = Future::new(None);
+        assert!(f.set_exception(exception(7, Some(c"boom"), counted(&detail))).is_ok());
+        assert_eq!(f.result().err(), Some(AFUT_ERR_EXCEPTION));
+        let Ok(ExceptionView::Exception(e)) = f.exception() else { panic!("an exception") };
+        assert_eq!(e.code, 7);
+        // SAFETY: the message is owned by `f`, alive here.
+        assert_eq!(unsafe { CStr::from_ptr(e.message) }, c"boom");
+        assert_eq!(e.detail, ptr(&detail));
+        let copy = f.copy_exception().expect("a copy");
+        assert_eq!((copy.code, copy.message.as_deref(), copy.detail.ptr()), (7, Some(c"boom"), ptr(&detail)));
+        drop(copy);
+        assert_eq!(n(&detail), 0, "the copy borrows the detail");
+        drop(f);
+        assert_eq!(n(&detail), 1, "the detail is freed with the future, once");
+    }
+
+    // ----- callbacks -----
+
+    #[test]
+    fn callbacks_go_to_the_loop_as_one_run_in_order_never_inline() {
+        let lp = FakeLoop::new();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let f = Future::new(lp.link());
+        for id in 1..=3 {
+            assert!(f.add_done_callback(logging(id, &log)).is_ok());
+        }
+        assert!(lp.calls.lock().is_empty(), "nothing is scheduled while pending");
+        assert!(f.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok());
+        assert!(log.lock().is_empty(), "no callback runs inside set_result");
+        assert_eq!(*lp.calls.lock(), [3], "one schedule_done with the three callbacks");
+        assert_eq!(lp.run(), 3);
+        assert_eq!(*log.lock(), [1, 2, 3], "registration order");
+        // Added once done: scheduled at once, as its own run, still never inline.
+        assert!(f.add_done_callback(logging(4, &log)).is_ok());
+        assert_eq!(*log.lock(), [1, 2, 3]);
+        assert_eq!(*lp.calls.lock(), [3, 1]);
+        lp.run();
+        assert_eq!(*log.lock(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_closed_loop_refuses_the_callbacks_and_each_userdata_is_freed_unrun() {
+        let lp = FakeLoop::new();
+        let (runs, frees) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let f = Future::new(lp.link());
+        let cb = || DoneCb::c(count_run, Owned::new(ptr(&runs), None));
+        assert!(f.add_done_callback(DoneCb::c(count_run, counted(&frees))).is_ok());
+        assert!(f.add_done_callback(cb()).is_ok());
+        lp.closed.store(true, Ordering::Release);
+        assert!(f.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok(), "completing still works");
+        assert_eq!((n(&runs), n(&frees)), (0, 1), "dropped unrun, the userdata freed once");
+        // Adding to a done future of a closed loop fails: the callback comes back.
+        let (status, back) = f.add_done_callback(DoneCb::c(count_run, counted(&frees))).err().unwrap();
+        assert_eq!(status, AFUT_ERR_LOOP_CLOSED);
+        back.disarm();
+        assert_eq!((n(&runs), n(&frees)), (0, 1), "a refused callback's userdata stays the caller's");
+    }
+
+    #[test]
+    fn a_loopless_future_runs_its_callbacks_in_the_completing_thread_in_order() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let f = Future::new(None);
+        assert!(f.add_done_callback(logging(1, &log)).is_ok());
+        assert!(f.add_done_callback(logging(2, &log)).is_ok());
+        let g = f.clone();
+        std::thread::spawn(move || g.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok()).join().unwrap();
+        assert_eq!(*log.lock(), [1, 2], "ran inside set_result, on the completing thread");
+        assert!(f.add_done_callback(logging(3, &log)).is_ok());
+        assert_eq!(*log.lock(), [1, 2, 3], "added once done: runs at once");
+    }
+
+    #[test]
+    fn remove_done_callback_removes_every_equal_entry_and_frees_each_once() {
+        // One value per function, as C passes them: Rust does not promise that two
+        // reifications of one function compare equal (Miri makes them differ), C does.
+        let (run, run_twice): (DoneFn, DoneFn) = (count_run, count_run_twice);
+        // The userdata is the counter the callback bumps (no destructor here; frees below).
+        let (a, b) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let f = Future::new(None);
+        let entry = |func: DoneFn, data: &AtomicUsize| DoneCb::c(func, Owned::new(ptr(data), None));
+        assert!(f.add_done_callback(entry(run, &a)).is_ok());
+        assert!(f.add_done_callback(entry(run, &b)).is_ok());
+        assert!(f.add_done_callback(entry(run, &a)).is_ok());
+        assert!(f.add_done_callback(entry(run_twice, &a)).is_ok());
+        assert_eq!(f.remove_done_callback(run, ptr(&a)), 2, "both (count_run, a) entries");
+        assert_eq!(f.remove_done_callback(run, ptr(&a)), 0);
+        assert!(f.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok());
+        assert_eq!((n(&a), n(&b)), (2, 1), "(count_run, b) ran once, (count_run_twice, a) once");
+        assert_eq!(f.remove_done_callback(run, ptr(&b)), 0, "nothing to remove once done");
+        // Removed entries free their userdata once, at removal.
+        let frees = AtomicUsize::new(0);
+        let g = Future::new(None);
+        assert!(g.add_done_callback(DoneCb::c(run, counted(&frees))).is_ok());
+        assert!(g.add_done_callback(DoneCb::c(run, counted(&frees))).is_ok());
+        assert_eq!(g.remove_done_callback(run, ptr(&frees)), 2);
+        assert_eq!(n(&frees), 2);
+        drop(g);
+        assert_eq!(n(&frees), 2);
+    }
+
+    #[test]
+    fn remove_token_removes_only_that_internal_callback() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let f = Future::new(None);
+        for id in 1..=3 {
+            assert!(f.add_done_callback(logging(id, &log)).is_ok());
+        }
+        assert!(f.remove_token(2));
+        assert!(!f.remove_token(2));
+        assert!(f.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok());
+        assert_eq!(*log.lock(), [1, 3]);
+    }
+
+    #[test]
+    fn callbacks_left_on_a_freed_future_free_their_userdata_unrun() {
+        let (runs, frees) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let f = Future::new(None);
+        assert!(f.add_done_callback(DoneCb::c(count_run, counted(&frees))).is_ok());
+        assert!(f.add_done_callback(DoneCb::c(count_run, Owned::new(ptr(&runs), None))).is_ok());
+        drop(f);
+        assert_eq!((n(&runs), n(&frees)), (0, 1));
+    }
+
+    // ----- the unretrieved mark -----
+
+    fn failed(lp: &Arc<FakeLoop>) -> Future {
+        let f = Future::new(lp.link());
+        assert!(f.set_exception(exception(9, Some(c"lost"), Owned::borrowed(std::ptr::null_mut()))).is_ok());
+        f
+    }
+
+    #[test]
+    fn an_unretrieved_exception_is_reported_once_when_the_last_reference_goes() {
+        let lp = FakeLoop::new();
+        let f = failed(&lp);
+        let second = f.clone();
+        drop(f);
+        assert!(lp.reports.lock().is_empty(), "not while a reference is left");
+        drop(second);
+        let reports = lp.reports.lock().clone();
+        assert_eq!(reports, [("Future exception was never retrieved".to_string(), 9, TAG_FINALIZING)]);
+    }
+
+    #[test]
+    fn reading_or_cancelling_counts_as_retrieving() {
+        let lp = FakeLoop::new();
+        let f = failed(&lp);
+        assert_eq!(f.result().err(), Some(AFUT_ERR_EXCEPTION));
+        drop(f);
+        let f = failed(&lp);
+        assert!(f.exception().is_ok());
+        drop(f);
+        let f = failed(&lp);
+        assert!(f.copy_exception().is_some());
+        drop(f);
+        let f = failed(&lp);
+        assert!(!f.cancel(None), "cancel is false on a done future, but clears the mark");
+        drop(f);
+        assert!(lp.reports.lock().is_empty(), "{:?}", *lp.reports.lock());
+        // Neither a result nor a cancellation is ever reported, nor a loop-less future.
+        let f = Future::new(lp.link());
+        assert!(f.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok());
+        drop(f);
+        let f = Future::new(lp.link());
+        assert!(f.cancel(None));
+        drop(f);
+        let f = Future::new(None);
+        assert!(f.set_exception(exception(3, None, Owned::borrowed(std::ptr::null_mut()))).is_ok());
+        drop(f);
+        assert!(lp.reports.lock().is_empty());
+    }
+
+    #[test]
+    fn a_mirror_takes_over_the_exception_and_its_report() {
+        let lp = FakeLoop::new();
+        let source = Future::new(None);
+        assert!(source.set_exception(exception(4, Some(c"deep"), Owned::borrowed(std::ptr::null_mut()))).is_ok());
+        let wrapper = Future::new(lp.link());
+        wrapper.mirror(&source);
+        assert!(wrapper.is_done() && !wrapper.is_cancelled());
+        drop(wrapper);
+        assert_eq!(lp.reports.lock().len(), 1, "the wrapper reports the unread exception");
+        assert_eq!(lp.reports.lock()[0].1, 4);
+        // A wrapper of a wrapper reads through both; reading it counts for the chain.
+        let value = AtomicUsize::new(0);
+        let first = Future::new(None);
+        assert!(first.set_result(Owned::new(ptr(&value), None)).is_ok());
+        let middle = Future::new(None);
+        middle.mirror(&first);
+        let last = Future::new(lp.link());
+        last.mirror(&middle);
+        assert_eq!(last.result().ok(), Some(ptr(&value)), "the value is borrowed from the first");
+        assert_eq!(last.describe(), format!("<Future finished result={:#x}>", ptr(&value) as usize));
+        // A cancelled source is copied, message included.
+        let cancelled = Future::new(None);
+        assert!(cancelled.cancel(Some(c"stop".to_owned())));
+        let copy = Future::new(None);
+        copy.mirror(&cancelled);
+        assert_eq!(copy.cancel_message_owned().as_deref(), Some(c"stop"));
+        // A pending source, or a done destination, changes nothing.
+        let pending = Future::new(None);
+        let untouched = Future::new(None);
+        untouched.mirror(&pending);
+        assert!(!untouched.is_done());
+        copy.mirror(&first);
+        assert!(copy.is_cancelled());
+    }
+
+    // ----- wait -----
+
+    #[test]
+    fn wait_with_a_timeout_on_a_loopless_future() {
+        let f = Future::new(None);
+        assert_eq!(f.wait(f64::NAN), AFUT_ERR_INVALID_ARGUMENT);
+        assert_eq!(f.wait(0.0), AFUT_ERR_TIMEOUT, "0 polls");
+        assert_eq!(f.wait(-1.0), AFUT_ERR_TIMEOUT, "a negative timeout acts as 0");
+        let start = clock::now();
+        assert_eq!(f.wait(0.02), AFUT_ERR_TIMEOUT);
+        assert!(clock::now() - start >= 0.02, "never times out early");
+        let g = f.clone();
+        let completer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            g.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok()
+        });
+        assert_eq!(f.wait(f64::INFINITY), AFUT_OK, "woken by the completion");
+        assert!(completer.join().unwrap());
+        assert_eq!(f.wait(0.0), AFUT_OK, "a done future answers at once");
+    }
+
+    #[test]
+    fn wait_refuses_the_thread_running_the_loop() {
+        let lp = FakeLoop::new();
+        let f = Future::new(lp.link());
+        lp.running_here.store(true, Ordering::Release);
+        assert_eq!(f.wait(f64::INFINITY), AFUT_ERR_WRONG_THREAD);
+        lp.running_here.store(false, Ordering::Release);
+        assert_eq!(f.wait(0.0), AFUT_ERR_TIMEOUT);
+    }
+
+    // ----- describe -----
+
+    #[test]
+    fn describe_reads_like_asyncio_repr() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let f = Future::new(None);
+        assert_eq!(f.describe(), "<Future pending>");
+        assert!(f.add_done_callback(logging(1, &log)).is_ok());
+        assert!(f.add_done_callback(logging(2, &log)).is_ok());
+        assert_eq!(f.describe(), "<Future pending cb=[2]>");
+        assert!(f.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok());
+        assert_eq!(f.describe(), "<Future finished result=NULL>");
+        let f = Future::new(None);
+        assert!(f.set_result(Owned::borrowed(std::ptr::without_provenance_mut(0x1f2e))).is_ok());
+        assert_eq!(f.describe(), "<Future finished result=0x1f2e>");
+        let f = Future::new(None);
+        assert!(f.set_exception(exception(5, Some(c"boom"), Owned::borrowed(std::ptr::null_mut()))).is_ok());
+        assert_eq!(f.describe(), "<Future finished exception=code 5: boom>");
+        let f = Future::new(None);
+        assert!(f.set_exception(exception(6, None, Owned::borrowed(std::ptr::null_mut()))).is_ok());
+        assert_eq!(f.describe(), "<Future finished exception=code 6>");
+        let f = Future::new(None);
+        assert!(f.cancel(None));
+        assert_eq!(f.describe(), "<Future cancelled>");
     }
 }

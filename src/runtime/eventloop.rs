@@ -42,7 +42,6 @@ enum Item {
 
 #[derive(Default)]
 struct Sched {
-    closed: bool,
     ready: VecDeque<Item>,
     /// The previous batch's (empty) buffer, reused to avoid an allocation per iteration.
     spare: VecDeque<Item>,
@@ -56,6 +55,12 @@ pub(crate) struct LoopInner {
     /// Token of the thread inside run_* / close (0: none).
     running: AtomicU64,
     stopping: AtomicBool,
+    /// Set once, by `close`, while it holds `sched`. Submissions read it with `sched` held,
+    /// so each one is ordered against the close by the lock: it either got in before (and
+    /// the close then drops its entry) or sees the flag (and gets its callback back). Readers
+    /// without the lock (`is_closed`, `enter`, `timeout_ms`) only answer "closed yet?", and
+    /// a run that claims `running` after the close released it is ordered after the store
+    /// by that claim (the close stores the flag before its `RunGuard` releases `running`).
     closed: AtomicBool,
     freed: AtomicBool,
     debug: AtomicBool,
@@ -170,7 +175,7 @@ impl Loop {
     /// `call_soon` (`when == None`) or `call_at`. On failure the callback comes back unrun.
     pub(crate) fn schedule(&self, cb: Callback, when: Option<f64>) -> Result<Handle, (afut_status_t, Callback)> {
         let mut s = self.0.sched.lock();
-        if s.closed {
+        if self.0.closed_under(&s) {
             return Err((AFUT_ERR_LOOP_CLOSED, cb));
         }
         let handle = s.handles.insert(cb, when.is_some());
@@ -512,15 +517,15 @@ impl Loop {
         };
         let (ready, spare, entries) = {
             let mut s = self.0.sched.lock();
-            s.closed = true;
+            // Under `sched`: see `LoopInner::closed`.
             self.0.closed.store(true, Ordering::Release);
             s.timers.clear();
             (std::mem::take(&mut s.ready), std::mem::take(&mut s.spare), s.handles.drain())
         };
         // Hold the watched futures (tasks) first: a task that only its queued step kept alive
         // must still hear of the close, not just vanish with the queue.
-        let watched: Vec<Future> =
-            std::mem::take(&mut *self.0.watched.lock()).iter().filter_map(Weak::upgrade).map(Future).collect();
+        let watched = std::mem::take(&mut *self.0.watched.lock());
+        let watched: Vec<Future> = watched.iter().filter_map(Weak::upgrade).map(Future).collect();
         drop(ready);
         drop(spare);
         drop(entries);
@@ -567,6 +572,13 @@ impl LoopInner {
     /// True on the thread currently inside this loop's run_* call.
     pub(crate) fn is_running_on_this_thread(&self) -> bool {
         self.running.load(Ordering::Acquire) == thread_token()
+    }
+
+    /// The closed flag, read by a submission that holds `sched` (the `&Sched` argument, only
+    /// reachable through the lock's guard, proves it). The lock orders the read against the
+    /// close, which stores the flag while holding `sched`, so no stronger ordering is needed.
+    fn closed_under(&self, _locked: &Sched) -> bool {
+        self.closed.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_freed(&self) -> bool {
@@ -633,7 +645,7 @@ impl LoopLink for LoopInner {
     /// they come back unqueued.
     fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)> {
         let mut s = self.sched.lock();
-        if s.closed {
+        if self.closed_under(&s) {
             return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
         }
         match callbacks {

@@ -113,4 +113,45 @@ mod tests {
         assert!(!t.contains(b));
         assert_eq!(t.len(), 0);
     }
+
+    #[test]
+    fn zero_and_unknown_handles_match_nothing() {
+        let mut t = HandleTable::default();
+        let a = t.insert(Callback::rust(|| {}), false);
+        assert!(!t.contains(0) && t.remove(0).is_none(), "0 is never a handle");
+        assert!(t.get_mut(a + 1).is_none(), "another slot, not allocated");
+        assert!(t.remove(a | (7 << 32)).is_none(), "a generation this slot never had");
+        assert!(t.contains(a));
+    }
+
+    #[test]
+    fn generations_wrap_without_ever_making_handle_zero() {
+        let mut t = HandleTable::default();
+        let a = t.insert(Callback::rust(|| {}), false);
+        t.slots[0].generation = u32::MAX;
+        let max = (u64::from(u32::MAX) << 32) | (a & 0xffff_ffff);
+        assert!(t.remove(max).is_some());
+        assert_eq!(t.slots[0].generation, 1, "wraps to 1, never 0");
+        let b = t.insert(Callback::rust(|| {}), false);
+        assert_eq!(b >> 32, 1);
+        assert_ne!(b, 0);
+        assert!(!t.contains(max));
+    }
+
+    #[test]
+    fn drained_handles_are_dead_and_their_slots_reused() {
+        let mut t = HandleTable::default();
+        let hs: Vec<Handle> = (0..5).map(|i| t.insert(Callback::rust(|| {}), i % 2 == 0)).collect();
+        assert!(t.remove(hs[1]).is_some());
+        assert_eq!(t.drain().len(), 4, "every live entry, once");
+        assert!(hs.iter().all(|h| !t.contains(*h)));
+        let again: Vec<Handle> = (0..5).map(|_| t.insert(Callback::rust(|| {}), false)).collect();
+        assert_eq!(t.slots.len(), 5, "the five slots are reused, none added");
+        assert!(again.iter().all(|h| !hs.contains(h)), "under new generations");
+        assert_eq!(t.len(), 5);
+        let entry = t.get_mut(again[0]).expect("a live entry");
+        assert!(!entry.is_timer);
+        entry.is_timer = true;
+        assert!(t.get_mut(again[0]).unwrap().is_timer);
+    }
 }

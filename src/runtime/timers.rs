@@ -171,4 +171,66 @@ mod tests {
         timers.pop_due(1e9, &mut handles, |h| out.push(h));
         assert_eq!(out.len(), 100);
     }
+
+    fn timer(handles: &mut HandleTable, timers: &mut TimerHeap, when: f64) -> Handle {
+        let h = handles.insert(Callback::rust(|| {}), true);
+        timers.push(when, h);
+        h
+    }
+
+    #[test]
+    fn only_due_timers_pop_and_they_leave_the_timer_state() {
+        let mut handles = HandleTable::default();
+        let mut timers = TimerHeap::default();
+        let soon = timer(&mut handles, &mut timers, 1.0);
+        let later = timer(&mut handles, &mut timers, 2.0);
+        let never = timer(&mut handles, &mut timers, f64::INFINITY);
+        let past = timer(&mut handles, &mut timers, f64::NEG_INFINITY);
+        assert_eq!(timers.next_deadline(&handles), Some(f64::NEG_INFINITY));
+        let mut out = Vec::new();
+        timers.pop_due(0.5, &mut handles, |h| out.push(h));
+        assert_eq!(out, [past], "a past (even -inf) deadline is due, a future one is not");
+        timers.pop_due(1.0, &mut handles, |h| out.push(h));
+        assert_eq!(out, [past, soon], "due exactly at its deadline");
+        assert!(!handles.get_mut(soon).unwrap().is_timer, "a popped timer is ready work now");
+        assert!(handles.get_mut(later).unwrap().is_timer);
+        timers.pop_due(f64::MAX, &mut handles, |h| out.push(h));
+        assert_eq!(out, [past, soon, later], "INFINITY is never due");
+        assert_eq!(timers.next_deadline(&handles), Some(f64::INFINITY));
+        assert!(handles.contains(never));
+        timers.clear();
+        assert_eq!((timers.len(), timers.next_deadline(&handles)), (0, None));
+    }
+
+    #[test]
+    fn a_cancelled_earliest_timer_is_skipped() {
+        let mut handles = HandleTable::default();
+        let mut timers = TimerHeap::default();
+        let first = timer(&mut handles, &mut timers, 1.0);
+        let second = timer(&mut handles, &mut timers, 2.0);
+        assert!(handles.remove(first).is_some());
+        timers.note_cancelled(&handles);
+        assert_eq!(timers.len(), 2, "small heaps are not compacted: the dead entry stays");
+        assert_eq!(timers.next_deadline(&handles), Some(2.0), "but it is never the next deadline");
+        assert_eq!(timers.len(), 1, "and it is dropped once it reaches the top");
+        let mut out = Vec::new();
+        timers.pop_due(10.0, &mut handles, |h| out.push(h));
+        assert_eq!(out, [second]);
+    }
+
+    #[test]
+    fn a_reused_slot_does_not_revive_a_cancelled_timer() {
+        let mut handles = HandleTable::default();
+        let mut timers = TimerHeap::default();
+        let old = timer(&mut handles, &mut timers, 1.0);
+        assert!(handles.remove(old).is_some());
+        timers.note_cancelled(&handles);
+        // The slot is reused by a plain call_soon entry with a new generation.
+        let reuse = handles.insert(Callback::rust(|| {}), false);
+        assert_ne!(reuse, old);
+        let mut out = Vec::new();
+        timers.pop_due(10.0, &mut handles, |h| out.push(h));
+        assert!(out.is_empty(), "the dead heap entry's handle is stale: {out:?}");
+        assert!(handles.contains(reuse));
+    }
 }

@@ -17,11 +17,37 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::clock;
 
+/// The coalesced "look at the queue" flag, apart from the eventfd it guards, so that its
+/// transitions are plain atomics (and testable without system calls).
+pub(crate) struct Flag(AtomicBool);
+
+impl Flag {
+    pub(crate) fn new() -> Flag {
+        Flag(AtomicBool::new(false))
+    }
+
+    /// Raises the flag. True if this call made the lowered -> raised transition (exactly one
+    /// of any number of concurrent callers), false if it was already raised.
+    pub(crate) fn raise(&self) -> bool {
+        // A plain load first: while the loop has not consumed the last signal, producers only
+        // read the flag's cache line instead of writing it.
+        !(self.0.load(Ordering::Acquire) || self.0.swap(true, Ordering::AcqRel))
+    }
+
+    pub(crate) fn lower(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn is_raised(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 pub(crate) struct Wakeup {
     epoll: OwnedFd,
     event: OwnedFd,
     timer: OwnedFd,
-    signalled: AtomicBool,
+    signalled: Flag,
     /// The deadline the timerfd is armed for (f64 bits), `INFINITY` when disarmed.
     armed: AtomicU64,
 }
@@ -50,13 +76,7 @@ impl Wakeup {
             // SAFETY: both fds are open and owned by this struct; `ev` is a valid event.
             check(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
         }
-        Ok(Wakeup {
-            epoll,
-            event,
-            timer,
-            signalled: AtomicBool::new(false),
-            armed: AtomicU64::new(f64::INFINITY.to_bits()),
-        })
+        Ok(Wakeup { epoll, event, timer, signalled: Flag::new(), armed: AtomicU64::new(f64::INFINITY.to_bits()) })
     }
 
     /// The pollable fd handed to hosts.
@@ -67,9 +87,7 @@ impl Wakeup {
     /// Raises the signal. True if this call made the idle -> signalled transition (and so
     /// wrote the eventfd); false if it was already signalled (coalesced).
     pub(crate) fn signal(&self) -> bool {
-        // A plain load first: while the loop has not consumed the last signal, producers only
-        // read the flag's cache line instead of writing it.
-        if self.signalled.load(Ordering::Acquire) || self.signalled.swap(true, Ordering::AcqRel) {
+        if !self.signalled.raise() {
             return false;
         }
         let one: u64 = 1;
@@ -85,26 +103,26 @@ impl Wakeup {
     }
 
     pub(crate) fn is_signalled(&self) -> bool {
-        self.signalled.load(Ordering::Acquire)
+        self.signalled.is_raised()
     }
 
     /// Consumes a raised signal: drain the eventfd first, then clear the flag, so that a
     /// signal raised in between is never lost (its item is taken by the caller's next queue
     /// take, which happens after this returns).
     pub(crate) fn clear(&self) {
-        if !self.signalled.load(Ordering::Acquire) {
+        if !self.signalled.is_raised() {
             return;
         }
         let mut buf: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
         unsafe { libc::read(self.event.as_raw_fd(), (&raw mut buf).cast(), 8) };
-        self.signalled.store(false, Ordering::Release);
+        self.signalled.lower();
     }
 
     /// Lowers the flag without touching the eventfd (a standalone loop about to sleep: from
     /// now on producers write again; the loop drains the eventfd only once a wait returned).
     pub(crate) fn lower(&self) {
-        self.signalled.store(false, Ordering::Release);
+        self.signalled.lower();
     }
 
     /// Reads the eventfd (after a wait returned), leaving the flag as it is.
@@ -182,8 +200,78 @@ pub(crate) fn readable(fd: RawFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
+    fn the_flag_reports_only_the_raising_transition() {
+        let f = Flag::new();
+        assert!(!f.is_raised());
+        assert!(f.raise(), "the first raise makes the transition");
+        assert!(!f.raise(), "a raised flag coalesces");
+        assert!(f.is_raised());
+        f.lower();
+        assert!(!f.is_raised());
+        assert!(f.raise(), "after a lower, the next raise is a transition again");
+        f.lower();
+        f.lower();
+        assert!(!f.is_raised(), "lowering is idempotent");
+    }
+
+    /// Many producers raise at once: exactly one of them sees the transition (and would write
+    /// the eventfd), whatever the interleaving. Run under Miri, this also checks the atomics
+    /// for data races.
+    #[test]
+    fn concurrent_raises_make_exactly_one_transition() {
+        let rounds = if cfg!(miri) { 3 } else { 200 };
+        for _ in 0..rounds {
+            let flag = Arc::new(Flag::new());
+            let transitions = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (flag, transitions) = (flag.clone(), transitions.clone());
+                    std::thread::spawn(move || {
+                        if flag.raise() {
+                            transitions.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(transitions.load(Ordering::Relaxed), 1);
+            assert!(flag.is_raised());
+        }
+    }
+
+    /// The consumer lowers while a producer raises: every raise that finds the flag lowered is
+    /// a transition (the one that writes the eventfd), so none is lost or doubled.
+    #[test]
+    fn a_raise_after_a_lower_is_never_lost() {
+        let flag = Arc::new(Flag::new());
+        let n = if cfg!(miri) { 20 } else { 10_000 };
+        let producer = {
+            let flag = flag.clone();
+            std::thread::spawn(move || (0..n).filter(|_| flag.raise()).count())
+        };
+        let mut lowered = 0;
+        while !producer.is_finished() {
+            if flag.is_raised() {
+                flag.lower();
+                lowered += 1;
+            }
+            std::thread::yield_now();
+        }
+        let transitions = producer.join().unwrap();
+        assert!(transitions >= 1 && transitions <= n);
+        // Transitions and lowerings alternate (a lowering needs a raised flag, a transition a
+        // lowered one), starting with a transition: the producer may end on one not lowered.
+        assert!(transitions == lowered || transitions == lowered + 1, "{transitions} transitions, {lowered} lowerings");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "eventfd, epoll and timerfd system calls")]
     fn signal_is_coalesced_and_cleared() {
         let w = Wakeup::new().unwrap();
         assert!(!readable(w.fd()));
@@ -196,6 +284,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "eventfd, epoll and timerfd system calls")]
     fn timer_makes_fd_readable() {
         let w = Wakeup::new().unwrap();
         w.arm_timer(Some(clock::now() + 0.005));

@@ -525,16 +525,17 @@ pub(crate) fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, retu
         let cb = DoneCb::rust(token, move |f: &Future| {
             let outer = keep;
             let Some(w) = wait_many_of(&outer) else { return };
+            // Read before the wait's lock is taken (the locks never nest); it marks the
+            // exception retrieved even when the counter decides.
+            let failed = w.return_when == AFUT_FIRST_EXCEPTION
+                && !f.is_cancelled()
+                && matches!(f.exception(), Ok(ExceptionView::Exception(_)));
             let finish = {
                 let mut st = w.state.lock();
                 st.counter = st.counter.saturating_sub(1);
                 match w.return_when {
                     AFUT_FIRST_COMPLETED => true,
-                    AFUT_FIRST_EXCEPTION => {
-                        // Read first (marks it retrieved) even when the counter decides.
-                        let failed = !f.is_cancelled() && matches!(f.exception(), Ok(ExceptionView::Exception(_)));
-                        failed || st.counter == 0
-                    }
+                    AFUT_FIRST_EXCEPTION => failed || st.counter == 0,
                     _ => st.counter == 0,
                 }
             };

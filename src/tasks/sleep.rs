@@ -21,7 +21,8 @@ pub(crate) fn sleep(event_loop: &Loop, delay_s: f64, value: Owned) -> Result<Fut
     let slot = std::sync::Arc::new(crate::lock::Mutex::new(Some(value)));
     let timer_slot = slot.clone();
     let fire = Callback::rust(move || {
-        // Taken out first: a refused value is freed below, with the slot's lock released.
+        // Taken in its own statement: the slot's lock is released before the future's is
+        // taken, and before a refused value's `value_free` runs.
         let value = timer_slot.lock().take();
         if let Some(v) = value {
             // Refused if the future was cancelled meanwhile: the value is freed here.

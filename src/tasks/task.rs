@@ -99,13 +99,15 @@ impl Behaviour for Task {
     /// asyncio `Task.cancel(msg)` (T4): the cancel goes to the awaited future; if that one
     /// refuses it (already done), the request waits for the next step (`_must_cancel`).
     fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
+        // Read before the task's lock is taken: the two locks never nest. Holding the task's
+        // lock would not keep the task pending anyway (the step completes it without that
+        // lock), so this is the same check asyncio makes, with the same race.
+        if fut.is_done() {
+            // False, and clears the unretrieved mark (T6).
+            return fut.cancel_plain(msg);
+        }
         let waiter = {
             let mut g = self.inner.lock();
-            if fut.is_done() {
-                drop(g);
-                // False, and clears the unretrieved mark (T6).
-                return fut.cancel_plain(msg);
-            }
             g.num_cancels += 1;
             g.awaited.clone()
         };
@@ -137,11 +139,11 @@ impl Behaviour for Task {
     /// awaiting it, and its next step runs with the cancel pending. asyncio recurses until
     /// RecursionError in such cycles; afut ends them.
     fn cancel_again(&self, fut: &Future, msg: Option<CString>) -> bool {
+        if fut.is_done() {
+            return false;
+        }
         let (awaited, token) = {
             let mut g = self.inner.lock();
-            if fut.is_done() {
-                return false;
-            }
             g.must_cancel = true;
             g.cancel_message = msg.map(|m| {
                 g.messages.push(m);
@@ -241,11 +243,13 @@ fn finish_cancelled(task: &Future, msg: Option<CString>) {
 /// asyncio `__step` (T2) followed by what the step left behind.
 fn run_step(task: &Future, awaited: Option<Future>) {
     let Some(t) = Task::of(task) else { return };
+    // Read outside the task's lock (the locks never nest). No other thread can complete the
+    // task before `stepping` is set: completing it takes the step's own thread.
+    if task.is_done() {
+        return;
+    }
     let (userdata, previous) = {
         let mut g = t.inner.lock();
-        if task.is_done() {
-            return;
-        }
         g.stepping = Some(thread_id::current());
         (g.userdata.as_ref().map_or(std::ptr::null_mut(), |u| u.ptr()), g.stop_awaiting())
     };
@@ -253,9 +257,12 @@ fn run_step(task: &Future, awaited: Option<Future>) {
     drop(previous);
     call_step(t.step, task.as_ptr(), awaited.as_ref().map_or(std::ptr::null_mut(), |a| a.as_ptr()), RawPtr(userdata));
 
+    // Whether the step completed the task, read before the task's lock is taken. While
+    // `stepping` names this thread, no other thread can complete the task.
+    let done = task.is_done();
     let mut g = t.inner.lock();
     g.stepping = None;
-    if task.is_done() {
+    if done {
         let (userdata, waiter) = (g.userdata.take(), g.stop_awaiting());
         drop(g);
         drop(userdata);
@@ -291,9 +298,12 @@ pub(crate) fn await_future(task: &Future, fut: &Future) -> afut_status_t {
         return AFUT_ERR_INVALID_ARGUMENT; // a future of another loop, or loop-less
     }
     let token = next_token();
+    // Read before the task's lock is taken (the locks never nest); only this thread, the
+    // step's, could complete the task meanwhile.
+    let done = task.is_done();
     let (must_cancel, msg) = {
         let mut g = t.inner.lock();
-        if g.stepping != Some(thread_id::current()) || g.awaited.is_some() || task.is_done() {
+        if g.stepping != Some(thread_id::current()) || g.awaited.is_some() || done {
             return AFUT_ERR_INVALID_STATE;
         }
         g.awaited = Some(fut.clone());

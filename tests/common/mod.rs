@@ -43,6 +43,12 @@ pub fn shared_lib_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// True under CI (`CI` set to anything but empty, `false` or `0`): a check whose tool is
+/// missing must then fail instead of being skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// System libraries a Rust static library needs (`--print native-static-libs`); the packaging
 /// tests keep this list, CMake's and afut.pc's equal.
 pub const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];

@@ -1,0 +1,116 @@
+//! Host integration: running a loop inside another event loop through one pollable fd, a
+//! timeout and a non-blocking iteration, or through a wakeup hook.
+
+use std::ffi::c_void;
+
+use super::convert::*;
+use super::panic::guard_loop;
+use crate::abi::*;
+use crate::callback::{Hook, Owned};
+
+/// The loop's pollable fd, for hosts that own the wait (epoll, poll, libuv, GLib, asyncio).
+///
+/// It is readable (level-triggered) whenever `afut_loop_run_once(loop, 0, ...)` has work,
+/// due timers included, and not readable when the loop is idle. After a `run_once` that leaves
+/// work pending, the library makes it readable anew, so edge-triggered hosts that call
+/// `run_once` once per event never stall. The same fd is returned for the loop's life; do not
+/// close it or read from it. The first call switches the loop to host mode, in which it keeps
+/// the fd exact (a timerfd tracks the next deadline).
+///
+/// Thread: any.
+/// Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn afut_loop_fd(r#loop: *mut afut_loop_t) -> libc::c_int {
+    // SAFETY: NULL or a live loop (API contract).
+    let Some(l) = (unsafe { borrow_loop(r#loop) }) else {
+        // SAFETY: writing errno, the thread-local the C caller reads.
+        unsafe { *libc::__errno_location() = libc::EINVAL };
+        return -1;
+    };
+    guard_loop("afut_loop_fd", &l, -1, || l.fd())
+}
+
+/// How long a host may wait before calling `afut_loop_run_once`: -1 if nothing is scheduled
+/// (wait for the fd alone), 0 if work is ready now, else the milliseconds until the next timer,
+/// rounded up (a host that waits this long finds the timer due: never a busy spin).
+///
+/// Thread: any.
+/// Bad input: NULL returns -1; so does a closed loop.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn afut_loop_timeout_ms(r#loop: *const afut_loop_t) -> libc::c_int {
+    // SAFETY: NULL or a live loop (API contract).
+    let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return -1 };
+    guard_loop("afut_loop_timeout_ms", &l, -1, || l.timeout_ms())
+}
+
+/// Runs one iteration: waits up to `timeout_ms` for work (0: no wait, -1: until there is
+/// some), then runs the due timers and the callbacks that were ready at its start; callbacks
+/// they schedule run in the next iteration. `afut_loop_is_running` is true during the call.
+///
+/// Thread: the loop's thread (any thread while the loop is not running).
+/// Returns: `AFUT_OK` and, in `*ran_out` (may be NULL), how many callbacks and timers ran
+/// (cancelled ones not counted); `AFUT_ERR_LOOP_RUNNING` (also from inside a callback);
+/// `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_PANIC` on a poisoned loop. `*ran_out` is written only on
+/// `AFUT_OK`.
+/// Bad input: NULL `loop` returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `ran_out` is NULL or valid for one write of its type.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn afut_loop_run_once(
+    r#loop: *mut afut_loop_t,
+    timeout_ms: libc::c_int,
+    ran_out: *mut usize,
+) -> afut_status_t {
+    // SAFETY: NULL or a live loop (API contract).
+    let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return AFUT_ERR_INVALID_ARGUMENT };
+    guard_loop("afut_loop_run_once", &l, AFUT_ERR_PANIC, || match l.run_once(timeout_ms) {
+        Ok(n) => {
+            if !ran_out.is_null() {
+                // SAFETY: a non-NULL `ran_out` points to a writable size_t (contract).
+                unsafe { ran_out.write(n) };
+            }
+            AFUT_OK
+        }
+        Err(s) => s,
+    })
+}
+
+/// For hosts with no fd to poll (a GUI message loop, another language's runtime): `wakeup`
+/// is called whenever the loop goes from idle to having work, coalesced like the fd (several
+/// submissions before the next `run_once` may give one call), on the submitting thread, or on
+/// the loop's thread at the end of a `run_once` that leaves work. It must not call afut except
+/// the thread-safe functions; typically it posts a message that makes the host call
+/// `afut_loop_run_once(loop, 0, NULL)`. Timers do not call it: the host also waits no longer
+/// than `afut_loop_timeout_ms`. NULL `wakeup` removes the hook.
+///
+/// Thread: any.
+/// Ownership: `userdata_free(userdata)` is called once when the hook is replaced or the loop
+/// freed (at once for a NULL `wakeup`).
+/// Bad input: NULL `loop` does nothing (and frees nothing).
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+/// `wakeup` is NULL or a function with the documented signature, callable as this documentation says.
+/// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn afut_loop_set_wakeup_fn(
+    r#loop: *mut afut_loop_t,
+    wakeup: afut_callback_fn,
+    userdata: *mut c_void,
+    userdata_free: afut_free_fn,
+) {
+    // SAFETY: NULL or a live loop (API contract).
+    let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return };
+    guard_loop("afut_loop_set_wakeup_fn", &l, (), || {
+        let data = Owned::new(userdata, userdata_free);
+        l.set_wakeup_hook(wakeup.map(|w| Hook::new(w, data)));
+    })
+}
