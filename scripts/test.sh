@@ -4,9 +4,10 @@
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    cargo test only (Rust unit tests, header drift, C suite, packaging)
 #
-# Stages: system packages (installed when missing), cargo test, the C suite under
-# AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the model/fuzz runs, the examples
-# (each checks its own output), and the CMake / pkg-config consumer builds.
+# Stages: system packages (installed when missing), cargo test, the C suite again on the
+# poll() backend, the C suite under AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the
+# model/fuzz runs, the examples (each checks its own output), and the CMake / pkg-config
+# consumer builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,12 @@ fi
 stage lint bash -c 'cargo fmt --check && cargo clippy --all-targets -- -D warnings'
 stage cargo-test cargo test --all-targets
 if [ $quick = 0 ]; then
+    # The poller's other path: polling's poll() backend (what platforms whose poller has no fd
+    # of its own run, with the host fd's relay thread), forced on Linux. The library's unit
+    # tests and the whole C suite again, in a target directory of their own so that neither
+    # build invalidates the other.
+    stage poll-backend env RUSTFLAGS="--cfg polling_test_poll_backend" CARGO_TARGET_DIR=target/poll-backend \
+        cargo test --lib --test c_suite
     # AFUT_TSAN_RUST=1: the ThreadSanitizer runs also use a TSan-instrumented build of the
     # library itself (a test-only build; see scripts/reliability.sh).
     stage reliability env AFUT_TSAN_RUST=1 bash scripts/reliability.sh

@@ -23,8 +23,7 @@ pub extern "C" fn afut_loop_new() -> *mut afut_loop_t {
     guard("afut_loop_new", std::ptr::null_mut(), || match Loop::new() {
         Ok(l) => loop_into_raw(l),
         Err(e) => {
-            // SAFETY: writing errno, the thread-local the C caller reads.
-            unsafe { *libc::__errno_location() = e.raw_os_error().unwrap_or(libc::ENOMEM) };
+            set_errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
             std::ptr::null_mut()
         }
     })
@@ -321,11 +320,18 @@ pub unsafe extern "C" fn afut_loop_cancel(r#loop: *mut afut_loop_t, handle: afut
 /// The loop's pollable fd, for hosts that own the wait (epoll, poll, libuv, GLib, asyncio).
 ///
 /// It is readable (level-triggered) whenever `afut_loop_run_once(loop, 0, ...)` has work,
-/// due timers included, and not readable when the loop is idle. After a `run_once` that leaves
-/// work pending, the library makes it readable anew, so edge-triggered hosts that call
+/// due timers and ready watched fds (`afut_loop_add_reader` / `add_writer`) included, and not
+/// readable when the loop is idle. After a `run_once` that leaves work pending (or a watched fd
+/// still ready), the library makes it readable anew, so edge-triggered hosts that call
 /// `run_once` once per event never stall. The same fd is returned for the loop's life; do not
 /// close it or read from it. The first call switches the loop to host mode, in which it keeps
-/// the fd exact (a timerfd tracks the next deadline).
+/// the fd exact.
+///
+/// Timers: on Linux a timerfd behind this fd tracks the next deadline, so the fd alone covers
+/// timers. Other platforms have no pollable timer: there the host must also wait no longer
+/// than `afut_loop_timeout_ms` (which every host should do anyway). On a platform whose poller
+/// has no fd of its own (the `poll()` fallback), the fd is the loop's wakeup pipe, and a helper
+/// thread, started by the first call, raises it when a watched fd is ready.
 ///
 /// Thread: any.
 /// Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
@@ -336,8 +342,7 @@ pub unsafe extern "C" fn afut_loop_cancel(r#loop: *mut afut_loop_t, handle: afut
 pub unsafe extern "C" fn afut_loop_fd(r#loop: *mut afut_loop_t) -> libc::c_int {
     // SAFETY: NULL or a live loop (API contract).
     let Some(l) = (unsafe { borrow_loop(r#loop) }) else {
-        // SAFETY: writing errno, the thread-local the C caller reads.
-        unsafe { *libc::__errno_location() = libc::EINVAL };
+        set_errno(libc::EINVAL);
         return -1;
     };
     guard_loop("afut_loop_fd", &l, -1, || l.fd())

@@ -10,3 +10,4 @@ pub mod future;
 pub mod library;
 mod panic;
 pub mod task;
+pub mod watchers;
