@@ -982,8 +982,14 @@ TEST(removal_from_another_thread) {
  * thread. */
 enum { CHURN_FDS = 8, CHURN_THREADS = 2 };
 
+/* ThreadSanitizer: the library is not instrumented, so TSan cannot see that a token's free
+ * (on whichever thread drops the last reference) comes after its callbacks. `runs` makes that
+ * edge visible: each callback ends with a release increment, the free starts with an acquire
+ * load. A free that really overlapped a callback would read an older value and still be
+ * reported against the callback's earlier accesses. */
 typedef struct churn_token {
     atomic_int published;
+    atomic_int runs;
     int fd;
 } churn_token_t;
 
@@ -996,12 +1002,14 @@ static void churn_cb(void *ud) {
         atomic_fetch_add(&churn_unpublished, 1);
     if (!pthread_equal(pthread_self(), churn_loop_thread)) atomic_fetch_add(&churn_wrong_thread, 1);
     atomic_fetch_add(&churn_ran, 1);
+    atomic_fetch_add_explicit(&k->runs, 1, memory_order_acq_rel);
 }
 
 static void churn_free(void *ud) {
     churn_token_t *k = ud;
     if (atomic_load_explicit(&k->published, memory_order_acquire) != 1)
         atomic_fetch_add(&churn_unpublished, 1);
+    (void)atomic_load_explicit(&k->runs, memory_order_acquire);
     atomic_store(&k->published, 2);
     atomic_fetch_add(&churn_freed, 1);
     free(k);
@@ -1025,6 +1033,7 @@ static void *churner_main(void *arg) {
             churn_token_t *k = malloc(sizeof *k);
             if (!k) abort();
             k->fd = fd;
+            atomic_init(&k->runs, 0);
             atomic_store_explicit(&k->published, 1, memory_order_release);
             afut_status_t rc = kind ? afut_loop_add_writer(c->loop, fd, churn_cb, k, churn_free)
                                     : afut_loop_add_reader(c->loop, fd, churn_cb, k, churn_free);
