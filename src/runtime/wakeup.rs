@@ -86,6 +86,8 @@ pub(crate) struct Wakeup {
     armed: AtomicU64,
     /// How many watched fds are registered in the poller.
     watched: AtomicUsize,
+    /// The last wait may have seen the signal fd readable (see [`Wakeup::drain`]).
+    signal_seen: AtomicBool,
     buffers: Mutex<Buffers>,
     /// Pollers without an fd of their own, in host mode: see the module comment.
     relay: Mutex<Option<Relay>>,
@@ -232,6 +234,7 @@ impl Wakeup {
             }),
             armed: AtomicU64::new(f64::INFINITY.to_bits()),
             watched: AtomicUsize::new(0),
+            signal_seen: AtomicBool::new(true),
             buffers: Mutex::new(Buffers {
                 #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
                 raw: Vec::new(),
@@ -275,9 +278,13 @@ impl Wakeup {
         self.shared.signalled.store(false, Ordering::Release);
     }
 
-    /// Reads the signal fd (after a wait returned), leaving the flag as it is.
+    /// Reads the signal fd (after a wait returned), leaving the flag as it is; skipped when the
+    /// wait saw all that was ready and the signal fd was not among it (a watched fd or the
+    /// timer woke it), which saves a read per I/O wakeup.
     pub(crate) fn drain(&self) {
-        drain_fd(self.shared.signal_rx.as_raw_fd());
+        if self.signal_seen.load(Ordering::Relaxed) {
+            drain_fd(self.shared.signal_rx.as_raw_fd());
+        }
     }
 
     /// True while fds are watched: every iteration then asks the poller what is ready.
@@ -316,15 +323,20 @@ impl Wakeup {
         // SAFETY: `raw` has at least `cap` initialised slots; the epoll fd is the poller's, open
         // as long as `self`. EINTR and timeouts are fine (the caller re-examines its queue).
         let n = unsafe { libc::epoll_wait(epfd, b.raw.as_mut_ptr(), cap as libc::c_int, timeout_ms) };
-        if !collect || n <= 0 {
+        let n = n.max(0) as usize;
+        // Unsure (a full buffer may have left it out) unless every ready fd fitted.
+        let mut seen = n == cap;
+        if !collect {
+            self.signal_seen.store(n > 0, Ordering::Relaxed);
             return;
         }
         let Buffers { raw, ready } = b;
-        for ev in &raw[..n as usize] {
+        for ev in &raw[..n] {
             // polling registers each fd with its key as the event's data (checked by the test
             // `watched_fds_come_back_with_their_keys`).
             let (key, flags) = (ev.u64 as usize, ev.events as libc::c_int);
             if key >= OWN_KEYS {
+                seen |= key == SIGNAL_KEY;
                 continue;
             }
             let err = libc::EPOLLHUP | libc::EPOLLERR;
@@ -334,6 +346,7 @@ impl Wakeup {
                 writable: flags & (libc::EPOLLOUT | err) != 0,
             });
         }
+        self.signal_seen.store(seen, Ordering::Relaxed);
     }
 
     /// Every other backend: `polling::Poller::wait`.
@@ -349,6 +362,9 @@ impl Wakeup {
         // Errors (EINTR is retried inside) leave the events empty: the caller re-examines its
         // queue either way.
         let _ = self.shared.poller.wait(&mut b.events, timeout);
+        // Unsure (a full buffer may have left it out) unless every ready fd fitted.
+        let seen = b.events.len() >= b.events.capacity().get() || b.events.iter().any(|e| e.key == SIGNAL_KEY);
+        self.signal_seen.store(seen, Ordering::Relaxed);
         if !collect {
             return;
         }
