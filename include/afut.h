@@ -610,7 +610,9 @@ void afut_loop_set_debug(struct afut_loop_t *loop, bool enabled);
 // the loop's thread at the end of a `run_once` that leaves work. It must not call afut except
 // the thread-safe functions; typically it posts a message that makes the host call
 // `afut_loop_run_once(loop, 0, NULL)`. Timers do not call it: the host also waits no longer
-// than `afut_loop_timeout_ms`. NULL `wakeup` removes the hook.
+// than `afut_loop_timeout_ms`. Watched fds (`afut_loop_add_reader` / `add_writer`) do not
+// call it either: a host that uses watchers must also poll `afut_loop_fd`. NULL `wakeup`
+// removes the hook.
 //
 // Thread: any.
 // Ownership: `userdata_free(userdata)` is called once when the hook is replaced or the loop
