@@ -3,7 +3,7 @@
 Each workload mirrors the C program that runs it (benches/bench_*.c) as closely as asyncio
 allows, and prints "@ key value" lines that the C program records next to its own figures.
 
-    python3 asyncio_bench.py w1|w1r|w1b|w2|pp|w3|idle|mem
+    python3 asyncio_bench.py w1|w1r|w1b|w2|pp|w3|idle|mem|io
 
 Environment: BENCH_REPS (default 5), BENCH_SCALE (default 1), BENCH_CPU (default: the
 lowest-numbered core the process may use), as for the C programs.
@@ -13,6 +13,7 @@ import asyncio
 import os
 import random
 import resource
+import socket
 import statistics
 import sys
 import threading
@@ -279,7 +280,62 @@ def mem():
     loop.close()
 
 
-WORKLOADS = {"w1": w1, "w1r": w1r, "w1b": w1b, "w2": w2, "pp": pp, "w3": w3, "idle": idle, "mem": mem}
+# ---- I/O ping-pong over a socketpair (bench_io.c) -------------------------------------
+
+def io_once(rounds):
+    loop = new_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    fa, fb = a.fileno(), b.fileno()
+    lat = []
+    clock = time.perf_counter_ns
+    state = {"sent": 0, "done": 0}
+
+    def on_a():
+        os.write(fa, os.read(fa, 8))
+
+    def on_b():
+        v = os.read(fb, 8)
+        t = clock()
+        lat.append(t - state["sent"])
+        state["done"] += 1
+        if state["done"] == rounds:
+            loop.stop()
+            return
+        state["sent"] = t
+        os.write(fb, v)
+
+    loop.add_reader(fa, on_a)
+    loop.add_reader(fb, on_b)
+    t0 = clock()
+    state["sent"] = t0
+    os.write(fb, b"\0" * 8)
+    loop.run_forever()
+    t1 = clock()
+    loop.remove_reader(fa)
+    loop.remove_reader(fb)
+    loop.close()
+    a.close()
+    b.close()
+    lat.sort()
+
+    def pct(p):
+        return lat[max(0, min(len(lat) - 1, -(-len(lat) * p // 100) - 1))] / 1000.0
+
+    return 2 * rounds / ((t1 - t0) / 1e9), pct(50), pct(99)
+
+
+def io():
+    rounds = scaled(20000, 200)
+    runs = sorted(io_once(rounds) for _ in range(min(reps(), 3)))
+    rate, p50, p99 = runs[len(runs) // 2]
+    emit("io_rate.asyncio", rate / 1000.0)
+    emit("io_p50.asyncio", p50)
+    emit("io_p99.asyncio", p99)
+
+
+WORKLOADS = {"w1": w1, "w1r": w1r, "w1b": w1b, "w2": w2, "pp": pp, "w3": w3, "idle": idle, "mem": mem, "io": io}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in WORKLOADS:

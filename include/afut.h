@@ -78,6 +78,8 @@
  *                   afut_loop_call_at, afut_loop_cancel
  *   Host loops      afut_loop_fd, afut_loop_timeout_ms, afut_loop_run_once,
  *                   afut_loop_set_wakeup_fn
+ *   I/O watchers    afut_loop_add_reader, afut_loop_add_writer, afut_loop_remove_reader,
+ *                   afut_loop_remove_writer
  *   Futures         afut_new, afut_loop_create_future, afut_ref, afut_unref, afut_set_result,
  *                   afut_set_exception, afut_result, afut_exception, afut_done, afut_cancelled,
  *                   afut_cancel, afut_cancel_message, afut_add_done_callback,
@@ -416,11 +418,18 @@ bool afut_loop_cancel(afut_loop_t *loop, afut_handle_t handle);
 // The loop's pollable fd, for hosts that own the wait (epoll, poll, libuv, GLib, asyncio).
 //
 // It is readable (level-triggered) whenever `afut_loop_run_once(loop, 0, ...)` has work,
-// due timers included, and not readable when the loop is idle. After a `run_once` that leaves
-// work pending, the library makes it readable anew, so edge-triggered hosts that call
+// due timers and ready watched fds (`afut_loop_add_reader` / `add_writer`) included, and not
+// readable when the loop is idle. After a `run_once` that leaves work pending (or a watched fd
+// still ready), the library makes it readable anew, so edge-triggered hosts that call
 // `run_once` once per event never stall. The same fd is returned for the loop's life; do not
 // close it or read from it. The first call switches the loop to host mode, in which it keeps
-// the fd exact (a timerfd tracks the next deadline).
+// the fd exact.
+//
+// Timers: on Linux a timerfd behind this fd tracks the next deadline, so the fd alone covers
+// timers. Other platforms have no pollable timer: there the host must also wait no longer
+// than `afut_loop_timeout_ms` (which every host should do anyway). On a platform whose poller
+// has no fd of its own (the `poll()` fallback), the fd is the loop's wakeup pipe, and a helper
+// thread, started by the first call, raises it when a watched fd is ready.
 //
 // Thread: any.
 // Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
@@ -462,7 +471,9 @@ afut_status_t afut_loop_run_once(afut_loop_t *loop, int timeout_ms, size_t *ran_
 // the loop's thread at the end of a `run_once` that leaves work. It must not call afut except
 // the thread-safe functions; typically it posts a message that makes the host call
 // `afut_loop_run_once(loop, 0, NULL)`. Timers do not call it: the host also waits no longer
-// than `afut_loop_timeout_ms`. NULL `wakeup` removes the hook.
+// than `afut_loop_timeout_ms`. Watched fds (`afut_loop_add_reader` / `add_writer`) do not
+// call it either: a host that uses watchers must also poll `afut_loop_fd`. NULL `wakeup`
+// removes the hook.
 //
 // Thread: any.
 // Ownership: `userdata_free(userdata)` is called once when the hook is replaced or the loop
@@ -474,6 +485,87 @@ afut_status_t afut_loop_run_once(afut_loop_t *loop, int timeout_ms, size_t *ran_
 // `wakeup` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 void afut_loop_set_wakeup_fn(afut_loop_t *loop, afut_callback_fn wakeup, void *userdata, afut_free_fn userdata_free);
+
+// Watches `fd` for reading (asyncio `loop.add_reader`): `cb(userdata)` runs on the loop's
+// thread, through its ready queue, once in every iteration in which `fd` is readable, until
+// the reader is removed (level-triggered, as asyncio's). A hangup, an EOF or an error on `fd`
+// counts as readable. An fd found ready runs its reader in the same iteration (the same
+// `afut_loop_run_once`): after the callbacks that were already ready, before the timers that
+// came due, and, for one fd, before its writer.
+//
+// One reader per fd: adding again replaces the reader, and the old one's `userdata_free` runs
+// once (see Ownership). A reader and a writer of the same fd are independent. A callback may
+// add or remove any watcher, its own included; removing or replacing a watcher whose callback
+// is already queued for this iteration cancels that call (asyncio's `handle.cancel()`), and a
+// watcher added during an iteration runs from the next one on. Called from another thread,
+// the registration wakes the loop if `fd` is ready (also a host's `afut_loop_fd`).
+//
+// What can be watched: sockets, pipes, FIFOs, terminals, eventfds, signalfds, and any fd the
+// platform's poller accepts. Regular files and directories are refused on every platform
+// (`AFUT_ERR_OS`, `errno` = EPERM, as Linux's epoll, and so asyncio, refuses them), since
+// they are always "ready". Watch the fd, not the file: close an fd only after removing its
+// watchers (removing after the close still works and frees the userdata).
+//
+// Thread: any, a callback included.
+// Ownership: on `AFUT_OK` the library owns `userdata` and calls `userdata_free(userdata)` (if
+// not NULL) exactly once: when the reader is removed or replaced (during that call, or once
+// the iteration that had its callback queued, or the callback itself, is over: a callback that
+// removes its own watcher may still use its userdata until it returns), or when the loop is
+// closed or freed. On error it stays the caller's, and a reader already registered for `fd`
+// is kept.
+// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_OS` with `errno` set when `fd` cannot
+// be watched: EBADF (not open), EPERM (a regular file or a directory), or the poller's own
+// error (for example EINVAL for the loop's own fd on Linux).
+// Bad input: NULL `loop` or `cb`, or a negative `fd`, returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
+afut_status_t afut_loop_add_reader(afut_loop_t *loop, int fd, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+
+// Watches `fd` for writing (asyncio `loop.add_writer`): `cb(userdata)` runs on the loop's
+// thread once in every iteration in which `fd` is writable (an error counts as writable),
+// until the writer is removed. Everything else is as for `afut_loop_add_reader`: one writer
+// per fd, replaced by a new add; independent of the fd's reader, which runs first when both
+// are ready.
+//
+// Thread: any, a callback included.
+// Ownership: as `afut_loop_add_reader`.
+// Returns: as `afut_loop_add_reader`.
+// Bad input: NULL `loop` or `cb`, or a negative `fd`, returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `cb` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
+afut_status_t afut_loop_add_writer(afut_loop_t *loop, int fd, afut_callback_fn cb, void *userdata, afut_free_fn userdata_free);
+
+// Stops watching `fd` for reading (asyncio `loop.remove_reader`). A call of the reader already
+// queued for this iteration is cancelled; removed from another thread while its callback runs,
+// the callback finishes (and may be starting at that very moment), and its userdata is freed
+// after it returns.
+//
+// Thread: any, a callback included (its own reader too).
+// Ownership: the removed reader's `userdata_free(userdata)` runs once: during this call, or
+// once the batch that had it queued (or its running callback) is over.
+// Returns: true iff a reader was removed; false if `fd` had none, or the loop is closed.
+// Bad input: NULL `loop` or a negative `fd` returns false.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+bool afut_loop_remove_reader(afut_loop_t *loop, int fd);
+
+// Stops watching `fd` for writing (asyncio `loop.remove_writer`); as `afut_loop_remove_reader`.
+//
+// Thread: any, a callback included.
+// Ownership: as `afut_loop_remove_reader`.
+// Returns: true iff a writer was removed; false if `fd` had none, or the loop is closed.
+// Bad input: NULL `loop` or a negative `fd` returns false.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+bool afut_loop_remove_writer(afut_loop_t *loop, int fd);
 
 // Creates a future (asyncio `Future(loop=loop)`).
 //

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # afut benchmark suite: builds the library (release) and the C benchmarks, runs
-# every workload beside its hand-written C floor and Python's asyncio (and libuv for W3),
-# and prints one Markdown table of figures, ratios and targets.
+# every workload beside its hand-written C floor and Python's asyncio (and libuv for W3 and the
+# I/O ping-pong), and prints one Markdown table of figures, ratios and targets.
 #
 #   scripts/bench.sh              # build, run everything (< 2 minutes on 2 cores), print the table
 #   scripts/bench.sh --profile    # also: callgrind instruction profile of afut's W1
@@ -70,14 +70,15 @@ echo "== building benches/ with $cc" >&2
 for prog in bench_w1 bench_threads bench_idle; do
     "$cc" "${cflags[@]}" -o "$out/$prog" "$root/benches/$prog.c" "${ldflags[@]}"
 done
-"$cc" "${cflags[@]}" "${uv_cflags[@]}" -o "$out/bench_timers" "$root/benches/bench_timers.c" \
-    "${ldflags[@]}" "${uv_libs[@]}"
+for prog in bench_timers bench_io; do
+    "$cc" "${cflags[@]}" "${uv_cflags[@]}" -o "$out/$prog" "$root/benches/$prog.c" "${ldflags[@]}" "${uv_libs[@]}"
+done
 
 results="$out/results.txt"
 : >"$results"
 echo "== python: $BENCH_PYTHON; reps: ${BENCH_REPS:-5}; scale: ${BENCH_SCALE:-1}; $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 start=$(date +%s)
-for prog in bench_w1 bench_threads bench_timers bench_idle; do
+for prog in bench_w1 bench_threads bench_timers bench_idle bench_io; do
     echo "== $prog" >&2
     "$out/$prog" | tee -a "$results" >&2
 done
@@ -157,6 +158,13 @@ END {
         num("idle_sleeps.asyncio", "%d"), num("idle_cpu.asyncio", "%.0f"),
         ok(v["idle_wakeups.afut"] == 0 && v["idle_wakeups.afut_host"] == 0)
     cost("Memory per pending future with 1 callback", "mem", "bytes", "%.0f", "<= 128 bytes", "max", 128)
+    cost("I/O ping-pong over a socketpair, round trip p50 (add_reader vs uv_poll)", "io_p50", "us", "%.2f", "(no target)", "none")
+    cost("I/O ping-pong over a socketpair, round trip p99", "io_p99", "us", "%.2f", "(no target)", "none")
+    printf "| I/O ping-pong throughput (k msgs/s) | %s | %s | %s | %s | %s | %s | (no target) | - |\n",
+        num("io_rate.afut", "%.0f"), num("io_rate.floor", "%.0f"), num("io_rate.asyncio", "%.0f"),
+        num("io_rate.libuv", "%.0f"),
+        has("io_rate.floor") ? sprintf("%.2fx tput", v["io_rate.afut"] / v["io_rate.floor"]) : "-",
+        has("io_rate.asyncio") ? sprintf("%.1fx", v["io_rate.afut"] / v["io_rate.asyncio"]) : "-"
     if (has("mem_nocb.afut"))
         printf "\nMemory: afut %.0f bytes per pending future without a callback; the first callback adds %.0f.\n",
             v["mem_nocb.afut"], v["mem.afut"] - v["mem_nocb.afut"]

@@ -12,7 +12,8 @@
 # "N passed, N failed"; the exit status is non-zero if any example failed.
 #
 # hello needs only cargo and gcc. libuv_host needs libuv1-dev, glib_host needs
-# libglib2.0-dev (both through pkg-config), asyncio_bridge needs python3:
+# libglib2.0-dev (both through pkg-config), asyncio_bridge and echo_server (whose
+# client, examples/python/echo_client.py, is written with asyncio) need python3:
 # scripts/install-deps.sh installs the Debian packages.
 # Outputs go to target/examples/ (binaries and NAME.log).
 #
@@ -22,11 +23,13 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ALL=(hello hello_task hello_coro epoll_host libuv_host glib_host thread_pool asyncio_bridge)
+ALL=(hello hello_task hello_coro epoll_host libuv_host glib_host thread_pool echo_server asyncio_bridge)
 OUT="$ROOT/target/examples"
 LIBDIR="${AFUT_LIB_DIR:-$ROOT/target/release}"
 INCDIR="${AFUT_INCLUDE_DIR:-$ROOT/include}"
 PYTHON="${PYTHON:-python3}"
+ECHO_CONNS=100 # echo_server: concurrent client connections
+ECHO_IDLE=5    # echo_server: idle connections cancelled by the SIGTERM shutdown
 
 valgrind_mode=0
 sanitize_mode=0
@@ -176,6 +179,20 @@ check_thread_pool() {
     expect "$1" '8 jobs, 0 callbacks off the loop thread'
 }
 
+# 100 concurrent clients, each payload echoed byte for byte (checked by the client), then
+# SIGTERM with 5 idle connections open: the server cancels their tasks and exits.
+check_echo_server() {
+    expect "$1" 'echo_server: listening on 127\.0\.0\.1:[0-9]+'
+    expect "$1" "echo_server: $ECHO_CONNS connections served, [0-9]+ bytes echoed, 0 failed, $ECHO_IDLE cancelled"
+    expect "$1" "client: $ECHO_CONNS connections, [0-9]+ bytes sent, every byte echoed back in order"
+    expect "$1" "client: $ECHO_IDLE idle connections closed by the server after SIGTERM"
+    local sent echoed
+    sent="$(sed -n 's/^client: [0-9]* connections, \([0-9]*\) bytes sent.*/\1/p' "$1")"
+    echoed="$(sed -n 's/^echo_server: [0-9]* connections served, \([0-9]*\) bytes echoed.*/\1/p' "$1")"
+    { [ -n "$sent" ] && [ "$sent" = "$echoed" ]; } || echo "the client sent ${sent:-?} bytes, the server echoed ${echoed:-?}"
+    expect "$1" 'echo_server: signal received, shutting down' 1
+}
+
 check_asyncio_bridge() {
     expect "$1" "awaited afut future: 'hello from a foreign thread' after [0-9.]+s"
     expect "$1" 'awaited afut future raised AfutError\(code=42\): code 42: the sensor is unplugged'
@@ -200,6 +217,18 @@ for name in "${names[@]}"; do
     : >"$log"
     if [ "$name" = asyncio_bridge ]; then
         cmd=(env AFUT_LIB="$LIBDIR/libafut.so" "$PYTHON" -u "$ROOT/examples/python/asyncio_bridge.py")
+    elif [ "$name" = echo_server ]; then
+        # The Python client starts the server (under valgrind if asked), drives it and checks
+        # every byte; payloads are smaller under valgrind.
+        if ! compile "$name"; then
+            failed=$((failed + 1)); failures+=("$name (build)")
+            continue
+        fi
+        max_bytes=262144
+        [ "$valgrind_mode" -eq 1 ] && max_bytes=16384
+        cmd=(env AFUT_UNDER_VALGRIND="$valgrind_mode" "$PYTHON" -u "$ROOT/examples/python/echo_client.py"
+             --conns "$ECHO_CONNS" --idle "$ECHO_IDLE" --max-bytes "$max_bytes"
+             -- "${RUNNER[@]}" "$OUT/$name" --max-conns $((ECHO_CONNS + ECHO_IDLE)))
     else
         if ! compile "$name"; then
             failed=$((failed + 1)); failures+=("$name (build)")

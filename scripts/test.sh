@@ -6,9 +6,9 @@
 #                              packaging)
 #
 # Stages: system packages (installed when missing), lint (rustfmt, clippy), cargo test, the
-# core's unit tests under Miri, the C suite under AddressSanitizer+UBSan, valgrind and
-# ThreadSanitizer, the model/fuzz runs, the examples (each checks its own output), and the
-# CMake / pkg-config consumer builds.
+# C suite again on the poll() backend, the core's unit tests under Miri, the C suite under
+# AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the model/fuzz runs, the examples (each
+# checks its own output), and the CMake / pkg-config consumer builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +41,12 @@ fi
 stage lint bash -c 'cargo fmt --check && cargo clippy --all-targets -- -D warnings'
 stage cargo-test cargo test --all-targets
 if [ $quick = 0 ]; then
+    # The poller's other path: polling's poll() backend (what platforms whose poller has no fd
+    # of its own run, with the host fd's relay thread), forced on Linux. The library's unit
+    # tests and the whole C suite again, in a target directory of their own so that neither
+    # build invalidates the other.
+    stage poll-backend env RUSTFLAGS="--cfg polling_test_poll_backend" CARGO_TARGET_DIR=target/poll-backend \
+        cargo test --lib --test c_suite
     # The unit tests in src/ under Miri (undefined behaviour, data races, leaks). Those that
     # make system calls Miri cannot run (epoll, eventfd, timerfd) are marked
     # #[cfg_attr(miri, ignore)]. Needs the nightly miri component (install-deps.sh).

@@ -123,6 +123,10 @@ impl Hook {
         // thread any number of times while it is installed.
         unsafe { (self.func)(self.data.ptr()) }
     }
+
+    pub(crate) fn describe(&self) -> String {
+        format!("<callback {:p}({:p})>", self.func as *const (), self.data.ptr())
+    }
 }
 
 /// Calls a done-callback with its future's handle and its own userdata.

@@ -84,3 +84,33 @@ pub(crate) unsafe fn loop_from_raw(p: *const afut_loop_t) -> Loop {
     // SAFETY: forwarded contract.
     Loop(unsafe { Arc::from_raw(p as *const LoopInner) })
 }
+
+/// Sets the calling thread's `errno`, which C reads after a failed call.
+pub(crate) fn set_errno(e: libc::c_int) {
+    // SAFETY: `errno_location` returns the calling thread's errno, always valid to write.
+    unsafe { *errno_location() = e }
+}
+
+#[cfg(any(target_os = "linux", target_os = "redox", target_os = "fuchsia", target_os = "hurd"))]
+unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: a libc function without preconditions.
+    unsafe { libc::__errno_location() }
+}
+
+#[cfg(any(target_vendor = "apple", target_os = "freebsd", target_os = "dragonfly"))]
+unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: a libc function without preconditions.
+    unsafe { libc::__error() }
+}
+
+#[cfg(any(target_os = "android", target_os = "netbsd", target_os = "openbsd"))]
+unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: a libc function without preconditions.
+    unsafe { libc::__errno() }
+}
+
+#[cfg(any(target_os = "illumos", target_os = "solaris"))]
+unsafe fn errno_location() -> *mut libc::c_int {
+    // SAFETY: a libc function without preconditions.
+    unsafe { libc::___errno() }
+}

@@ -22,8 +22,7 @@ pub extern "C" fn afut_loop_new() -> *mut afut_loop_t {
     guard("afut_loop_new", std::ptr::null_mut(), || match Loop::new() {
         Ok(l) => loop_into_raw(l),
         Err(e) => {
-            // SAFETY: writing errno, the thread-local the C caller reads.
-            unsafe { *libc::__errno_location() = e.raw_os_error().unwrap_or(libc::ENOMEM) };
+            set_errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
             std::ptr::null_mut()
         }
     })

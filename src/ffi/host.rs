@@ -11,11 +11,18 @@ use crate::callback::{Hook, Owned};
 /// The loop's pollable fd, for hosts that own the wait (epoll, poll, libuv, GLib, asyncio).
 ///
 /// It is readable (level-triggered) whenever `afut_loop_run_once(loop, 0, ...)` has work,
-/// due timers included, and not readable when the loop is idle. After a `run_once` that leaves
-/// work pending, the library makes it readable anew, so edge-triggered hosts that call
+/// due timers and ready watched fds (`afut_loop_add_reader` / `add_writer`) included, and not
+/// readable when the loop is idle. After a `run_once` that leaves work pending (or a watched fd
+/// still ready), the library makes it readable anew, so edge-triggered hosts that call
 /// `run_once` once per event never stall. The same fd is returned for the loop's life; do not
 /// close it or read from it. The first call switches the loop to host mode, in which it keeps
-/// the fd exact (a timerfd tracks the next deadline).
+/// the fd exact.
+///
+/// Timers: on Linux a timerfd behind this fd tracks the next deadline, so the fd alone covers
+/// timers. Other platforms have no pollable timer: there the host must also wait no longer
+/// than `afut_loop_timeout_ms` (which every host should do anyway). On a platform whose poller
+/// has no fd of its own (the `poll()` fallback), the fd is the loop's wakeup pipe, and a helper
+/// thread, started by the first call, raises it when a watched fd is ready.
 ///
 /// Thread: any.
 /// Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
@@ -26,8 +33,7 @@ use crate::callback::{Hook, Owned};
 pub unsafe extern "C" fn afut_loop_fd(r#loop: *mut afut_loop_t) -> libc::c_int {
     // SAFETY: NULL or a live loop (API contract).
     let Some(l) = (unsafe { borrow_loop(r#loop) }) else {
-        // SAFETY: writing errno, the thread-local the C caller reads.
-        unsafe { *libc::__errno_location() = libc::EINVAL };
+        set_errno(libc::EINVAL);
         return -1;
     };
     guard_loop("afut_loop_fd", &l, -1, || l.fd())
@@ -89,7 +95,9 @@ pub unsafe extern "C" fn afut_loop_run_once(
 /// the loop's thread at the end of a `run_once` that leaves work. It must not call afut except
 /// the thread-safe functions; typically it posts a message that makes the host call
 /// `afut_loop_run_once(loop, 0, NULL)`. Timers do not call it: the host also waits no longer
-/// than `afut_loop_timeout_ms`. NULL `wakeup` removes the hook.
+/// than `afut_loop_timeout_ms`. Watched fds (`afut_loop_add_reader` / `add_writer`) do not
+/// call it either: a host that uses watchers must also poll `afut_loop_fd`. NULL `wakeup`
+/// removes the hook.
 ///
 /// Thread: any.
 /// Ownership: `userdata_free(userdata)` is called once when the hook is replaced or the loop

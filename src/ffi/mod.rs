@@ -4,7 +4,7 @@
 //! and runs inside the [`panic`] boundary.
 //!
 //! The modules are declared in the order the header presents them (cbindgen emits functions
-//! in the order it parses them): the library, the loop, scheduling, host integration, futures,
+//! in the order it parses them): the library, the loop, scheduling, host integration, I/O watchers, futures,
 //! functions on futures, tasks, combinators, then error handling. Within a file, functions
 //! appear in the order a reader meets them.
 
@@ -12,6 +12,7 @@ pub mod library;
 pub mod eventloop;
 pub mod scheduling;
 pub mod host;
+pub mod watchers;
 pub mod future;
 pub mod future_functions;
 pub mod task;

@@ -20,7 +20,7 @@ use crate::lock::Mutex;
 
 use crate::abi::*;
 use crate::callback::Handler;
-use crate::callback::{Callback, Hook};
+use crate::callback::{Callback, Hook, Owned};
 use crate::clock;
 use crate::futures::done::{CallbackList, next_token};
 use crate::futures::future::{Callbacks, DoneCb, Future, FutureInner, LoopLink};
@@ -28,6 +28,7 @@ use crate::runtime::handles::{Handle, HandleTable};
 use crate::runtime::report::write_to_stderr;
 use crate::runtime::timers::TimerHeap;
 use crate::runtime::wakeup::Wakeup;
+use crate::runtime::watchers::{AddError, Kind, Watcher, Watchers};
 use crate::thread_id::current as thread_token;
 
 /// Debug mode reports callbacks slower than this (asyncio `slow_callback_duration`).
@@ -38,6 +39,8 @@ enum Item {
     Call(Handle),
     /// A done-callback of a completed future.
     Done(Future, DoneCb),
+    /// An fd watcher whose fd was ready; skipped if it was removed or replaced meanwhile.
+    Io(Arc<Watcher>),
 }
 
 #[derive(Default)]
@@ -52,6 +55,8 @@ struct Sched {
 pub(crate) struct LoopInner {
     sched: Mutex<Sched>,
     wake: Wakeup,
+    /// The fd watchers (see `runtime::watchers`).
+    io: Watchers,
     /// Token of the thread inside run_* / close (0: none).
     running: AtomicU64,
     stopping: AtomicBool,
@@ -116,6 +121,7 @@ impl Loop {
         Ok(Loop(Arc::new(LoopInner {
             sched: Mutex::new(Sched::default()),
             wake: Wakeup::new()?,
+            io: Watchers::default(),
             running: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -261,6 +267,8 @@ impl Loop {
                 self.signal();
             }
         }
+        // Pollers without an fd of their own: the relay (see `Wakeup::enter_host_mode`).
+        self.0.wake.enter_host_mode(!self.is_running());
         self.0.wake.fd()
     }
 
@@ -378,10 +386,14 @@ impl Loop {
         let inner = &*self.0;
         let host = inner.host_mode.load(Ordering::Acquire);
         if host {
+            // The poller is this thread's for the iteration (see `Wakeup::park_relay`).
+            inner.wake.park_relay();
             // Hosts see the fd: consume the signal every iteration (it is raised again at the
             // end if work is left, which gives edge-triggered hosts a fresh edge).
             inner.wake.clear();
         }
+        // With fds watched, the wait also says which are ready.
+        let mut polled = false;
         let mut s = inner.sched.lock();
         if max_wait_ms != 0 && s.ready.is_empty() && !inner.stopping.load(Ordering::Acquire) {
             let mut timeout = timers_budget(&mut s, max_wait_ms);
@@ -397,7 +409,7 @@ impl Loop {
                     timeout = self.wait_budget(max_wait_ms);
                 }
                 if timeout != 0 && !inner.wake.is_signalled() {
-                    inner.wake.wait(timeout);
+                    polled = inner.wake.wait(timeout, inner.wake.watching());
                     // Woken: consume what woke us (a host-mode loop does so at every
                     // iteration's start instead).
                     if host {
@@ -409,9 +421,23 @@ impl Loop {
                 s = inner.sched.lock();
             }
         }
+        // Which watched fds are ready: the wait said so (`polled`), or a look with a zero
+        // timeout does, without the lock (also when fds became watched during the wait).
+        let io = polled || {
+            inner.wake.watching() && {
+                drop(s);
+                let looked = inner.wake.wait(0, true);
+                s = inner.sched.lock();
+                looked
+            }
+        };
         let mut own_buffer = VecDeque::new();
         let batch = {
             let Sched { timers, handles, ready, spare, .. } = &mut *s;
+            if io {
+                // After what was ready, before the timers that came due (asyncio's order).
+                inner.io.dispatch(&inner.wake, |w| ready.push_back(Item::Io(w)));
+            }
             // The clock is read only when a timer is involved.
             let armed = inner.wake.armed_deadline();
             if timers.len() > 0 || armed.is_finite() {
@@ -451,6 +477,13 @@ impl Loop {
                     cb.run(&fut);
                     what
                 }
+                Item::Io(w) => {
+                    let what = debug.then(|| w.describe());
+                    if !w.run() {
+                        continue;
+                    }
+                    what
+                }
             };
             ran += 1;
             if let (Some(t), Some(what)) = (started, what) {
@@ -483,6 +516,9 @@ impl Loop {
         if remaining {
             // A fresh edge for edge-triggered hosts.
             self.signal();
+        }
+        if host {
+            self.host_io_done();
         }
         if own_buffer.capacity() == 0 {
             // Empty and unallocated (the placeholder swapped back above): nothing to free, so
@@ -526,9 +562,11 @@ impl Loop {
         // must still hear of the close, not just vanish with the queue.
         let watched = std::mem::take(&mut *self.0.watched.lock());
         let watched: Vec<Future> = watched.iter().filter_map(Weak::upgrade).map(Future).collect();
+        let watchers = self.0.io.close(&self.0.wake);
         drop(ready);
         drop(spare);
         drop(entries);
+        drop(watchers);
         // Then tell them, with no lock held (they run reports and destructors).
         for fut in &watched {
             if let Some(b) = fut.behaviour() {
@@ -547,12 +585,40 @@ impl Loop {
             return false;
         }
         self.close();
+        self.0.wake.stop_relay();
         self.0.freed.store(true, Ordering::Release);
         let handler = self.0.handler.lock().take();
         let hook = self.0.wakeup_hook.lock().take();
         drop(handler);
         drop(hook);
         true
+    }
+
+    // ----- fd watchers (asyncio add_reader / add_writer) -----
+
+    /// `afut_loop_add_reader` / `add_writer`; the replaced watcher (if any) is freed here, with
+    /// no lock held, unless a queued item or its running callback still holds it.
+    pub(crate) fn add_watcher(&self, fd: i32, kind: Kind, func: CallbackFn, data: Owned) -> Result<(), AddError> {
+        let old = self.0.io.add(&self.0.wake, fd, kind, func, data)?;
+        drop(old);
+        Ok(())
+    }
+
+    /// `afut_loop_remove_reader` / `remove_writer`: true iff a watcher was removed.
+    pub(crate) fn remove_watcher(&self, fd: i32, kind: Kind) -> bool {
+        let old = self.0.io.remove(&self.0.wake, fd, kind);
+        old.is_some()
+    }
+
+    /// End of a host-mode iteration: watched fds still ready give an edge-triggered host a
+    /// fresh edge (a wait on the poller consumed the old one), and the relay (pollers without
+    /// an fd) watches again.
+    fn host_io_done(&self) {
+        let wake = &self.0.wake;
+        if wake.watching() && wake.poller_ready() {
+            self.signal();
+        }
+        wake.arm_relay();
     }
 
     // ----- reports -----

@@ -1,23 +1,63 @@
-//! Wakeup: the loop's one pollable fd and the coalesced "there is work" signal.
+//! The loop's poller: the one pollable fd, the coalesced "there is work" signal, the timer fd
+//! for hosts, and the fds that watchers watch (`afut_loop_add_reader` / `add_writer`).
 //!
-//! `afut_loop_fd()` is an epoll fd holding two members:
-//! - an eventfd, written only on the 0 -> 1 transition of the `signalled` flag (a cross-thread
-//!   submission, or the loop telling a host that work is left after `run_once`). The data
-//!   lives in the loop's queue; the fd only says "look". N signals before one dispatch give
-//!   one readable state; every item queued before a signal is taken by a dispatch that starts
-//!   after it, because the loop drains the eventfd, then clears the flag, then takes the queue.
-//! - a timerfd, armed to the earliest timer deadline once a host asked for the fd, so that a
-//!   host that only watches the fd never misses a timer.
+//! Built on the `polling` crate (epoll on Linux, kqueue on macOS and the BSDs, event ports on
+//! illumos / Solaris, `poll()` elsewhere; `--cfg polling_test_poll_backend` forces `poll()`).
+//! Every fd is registered level-triggered, with a key: a watched fd's key is the fd itself, the
+//! loop's own fds have keys above every fd number.
+//! - The signal: an eventfd on Linux, a pipe elsewhere, written only on the 0 -> 1 transition
+//!   of the `signalled` flag (a cross-thread submission, or the loop telling a host that work is
+//!   left after `run_once`). The data lives in the loop's queue; the fd only says "look". N
+//!   signals before one dispatch give one readable state; every item queued before a signal is
+//!   taken by a dispatch that starts after it, because the loop drains the signal fd, then
+//!   clears the flag, then takes the queue.
+//! - Linux only: a timerfd, armed to the earliest timer deadline once a host asked for the fd,
+//!   so that a host that only watches the fd never misses a timer. Other platforms have no
+//!   pollable timer: there the host must also wait no longer than `afut_loop_timeout_ms`.
+//!
+//! The fd handed to hosts (`afut_loop_fd`):
+//! - pollers with an fd of their own (epoll, kqueue, event ports): that fd. It is readable while
+//!   any registered fd is: the signal, the timer, a watched fd.
+//! - `poll()`, which has none: the signal fd, plus a relay thread, started by the first
+//!   `afut_loop_fd` call, that waits on the poller between the host's `run_once` calls and
+//!   raises the signal when a watched fd (or the timer) is ready. Each `run_once` parks the relay
+//!   first (the poller is then the loop thread's alone) and re-arms it at its end.
+//!
+//! On Linux with epoll the loop waits with `epoll_wait` on the poller's own fd and reads the keys
+//! from the events (one system call per wait); `polling` registers, modifies and deletes. Every
+//! other backend waits through `polling::Poller::wait`.
 //!
 //! This module is the only place that makes these system calls.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 
+use parking_lot::Condvar;
+use polling::{Event, Events, PollMode, Poller};
+
+#[cfg(target_os = "linux")]
 use crate::clock;
+use crate::lock::Mutex;
 
-/// The coalesced "look at the queue" flag, apart from the eventfd it guards, so that its
+/// Keys of the loop's own fds. A watched fd's key is the fd (a non-negative `c_int`), so every
+/// key at or above `OWN_KEYS` is the loop's own.
+const OWN_KEYS: usize = usize::MAX - 16;
+const SIGNAL_KEY: usize = usize::MAX - 2;
+#[cfg(target_os = "linux")]
+const TIMER_KEY: usize = usize::MAX - 3;
+
+/// A watched fd found ready by a wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ready {
+    pub(crate) fd: RawFd,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+}
+
+/// The coalesced "look at the queue" flag, apart from the fd it guards, so that its
 /// transitions are plain atomics (and testable without system calls).
 pub(crate) struct Flag(AtomicBool);
 
@@ -43,13 +83,46 @@ impl Flag {
     }
 }
 
-pub(crate) struct Wakeup {
-    epoll: OwnedFd,
-    event: OwnedFd,
+/// What the loop thread and the relay share: the poller and the loop's own fds.
+struct Shared {
+    poller: Poller,
+    /// The signal's read end (Linux: the eventfd itself).
+    signal_rx: OwnedFd,
+    /// The signal's write end (a pipe's; Linux writes the eventfd).
+    #[cfg(not(target_os = "linux"))]
+    signal_tx: OwnedFd,
+    #[cfg(target_os = "linux")]
     timer: OwnedFd,
     signalled: Flag,
+    /// How many transitions of `signalled` wrote (or are about to write) the signal fd:
+    /// counted before the write. With `Wakeup::consumed` it tells the loop that a write is
+    /// still owed, see [`Wakeup::clear`].
+    writes: AtomicU64,
+}
+
+/// The loop thread's wait buffers.
+struct Buffers {
+    #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+    raw: Vec<libc::epoll_event>,
+    #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+    events: Events,
+    /// The watched fds the last collecting wait found ready.
+    ready: Vec<Ready>,
+}
+
+pub(crate) struct Wakeup {
+    shared: Arc<Shared>,
     /// The deadline the timerfd is armed for (f64 bits), `INFINITY` when disarmed.
     armed: AtomicU64,
+    /// How many watched fds are registered in the poller.
+    watched: AtomicUsize,
+    /// The last wait may have seen the signal fd readable (see [`Wakeup::drain`]).
+    signal_seen: AtomicBool,
+    /// How many signal writes the loop has read back (the loop thread's count; see `clear`).
+    consumed: AtomicU64,
+    buffers: Mutex<Buffers>,
+    /// Pollers without an fd of their own, in host mode: see the module comment.
+    relay: Mutex<Option<Relay>>,
 }
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -62,104 +135,347 @@ fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-impl Wakeup {
-    pub(crate) fn new() -> io::Result<Wakeup> {
-        // SAFETY: plain system calls with constant arguments; each result is checked.
-        let epoll = owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: as above.
-        let event = owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: as above.
-        let timer =
-            owned(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) })?;
-        for fd in [event.as_raw_fd(), timer.as_raw_fd()] {
-            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
-            // SAFETY: both fds are open and owned by this struct; `ev` is a valid event.
-            check(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
+/// The poller's own fd, where the backend has one (the same platforms as `polling`'s
+/// `AsRawFd for Poller`).
+#[cfg(all(
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "redox",
+        target_os = "illumos",
+        target_os = "solaris",
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+    ),
+    not(polling_test_poll_backend),
+))]
+fn poller_fd(p: &Poller) -> Option<RawFd> {
+    Some(p.as_raw_fd())
+}
+
+#[cfg(not(all(
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "redox",
+        target_os = "illumos",
+        target_os = "solaris",
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+    ),
+    not(polling_test_poll_backend),
+)))]
+fn poller_fd(_: &Poller) -> Option<RawFd> {
+    None
+}
+
+/// The signal: an eventfd (read end == write end).
+#[cfg(target_os = "linux")]
+fn signal_fds() -> io::Result<OwnedFd> {
+    // SAFETY: a plain system call with constant arguments; the result is checked.
+    owned(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
+}
+
+/// The signal: a non-blocking, close-on-exec pipe (read end, write end).
+#[cfg(not(target_os = "linux"))]
+fn signal_fds() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` has room for the two fds pipe() writes; the result is checked.
+    check(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
+    // SAFETY: both fds were just created by pipe() and nothing else owns them.
+    let (rx, tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&rx, &tx] {
+        // SAFETY: fcntl on our own open fds; results checked.
+        unsafe {
+            let fl = check(libc::fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
+            check(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK))?;
+            check(libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC))?;
         }
-        Ok(Wakeup { epoll, event, timer, signalled: Flag::new(), armed: AtomicU64::new(f64::INFINITY.to_bits()) })
+    }
+    Ok((rx, tx))
+}
+
+/// Reads whatever the signal fd holds; returns how many writes that was (an eventfd's
+/// counter, or a pipe's bytes: one per write).
+fn drain_fd(fd: RawFd) -> u64 {
+    let mut writes = 0;
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: reads at most 64 bytes into a live buffer from our own non-blocking fd.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return writes;
+        }
+        if cfg!(target_os = "linux") {
+            // An eventfd reads as its 8-byte counter, and is empty after one read.
+            return writes + u64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
+        }
+        writes += n as u64;
+        if (n as usize) < buf.len() {
+            return writes;
+        }
+    }
+}
+
+impl Shared {
+    fn signal_write(&self) {
+        let one: u64 = 1;
+        #[cfg(target_os = "linux")]
+        let (fd, len) = (self.signal_rx.as_raw_fd(), 8);
+        #[cfg(not(target_os = "linux"))]
+        let (fd, len) = (self.signal_tx.as_raw_fd(), 1);
+        // SAFETY: writes `len` (<= 8) bytes from a live u64 to our own open fd.
+        let n = unsafe { libc::write(fd, (&raw const one).cast(), len) };
+        if n != len as isize {
+            // Cannot happen short of a kernel bug: the fd is drained on every clear. Do not
+            // swallow it (SEMANTICS.md B12); the flag stays set, so the loop still sees the
+            // work on its next iteration.
+            eprintln!("afut: writing the wakeup signal failed: {}", io::Error::last_os_error());
+        }
     }
 
-    /// The pollable fd handed to hosts.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
-    }
-
-    /// Raises the signal. True if this call made the idle -> signalled transition (and so
-    /// wrote the eventfd); false if it was already signalled (coalesced).
-    pub(crate) fn signal(&self) -> bool {
+    fn signal(&self) -> bool {
         if !self.signalled.raise() {
             return false;
         }
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to our own open eventfd.
-        let n = unsafe { libc::write(self.event.as_raw_fd(), (&raw const one).cast(), 8) };
-        if n != 8 {
-            // Cannot happen short of a kernel bug: the counter is drained on every clear.
-            // Do not swallow it (SEMANTICS.md B12); the flag stays set, so the loop still
-            // sees the work on its next iteration.
-            eprintln!("afut: writing the wakeup eventfd failed: {}", io::Error::last_os_error());
-        }
+        self.writes.fetch_add(1, Ordering::AcqRel);
+        self.signal_write();
         true
+    }
+}
+
+impl Wakeup {
+    pub(crate) fn new() -> io::Result<Wakeup> {
+        let poller = Poller::new()?;
+        #[cfg(target_os = "linux")]
+        let signal_rx = signal_fds()?;
+        #[cfg(not(target_os = "linux"))]
+        let (signal_rx, signal_tx) = signal_fds()?;
+        // SAFETY: the signal fd is ours and stays open (and registered) as long as the poller.
+        unsafe { poller.add_with_mode(&signal_rx, Event::readable(SIGNAL_KEY), PollMode::Level)? };
+        #[cfg(target_os = "linux")]
+        let timer = {
+            // SAFETY: a plain system call with constant arguments; the result is checked.
+            let timer =
+                owned(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) })?;
+            // SAFETY: as for the signal fd.
+            unsafe { poller.add_with_mode(&timer, Event::readable(TIMER_KEY), PollMode::Level)? };
+            timer
+        };
+        Ok(Wakeup {
+            shared: Arc::new(Shared {
+                poller,
+                signal_rx,
+                #[cfg(not(target_os = "linux"))]
+                signal_tx,
+                #[cfg(target_os = "linux")]
+                timer,
+                signalled: Flag::new(),
+                writes: AtomicU64::new(0),
+            }),
+            armed: AtomicU64::new(f64::INFINITY.to_bits()),
+            watched: AtomicUsize::new(0),
+            signal_seen: AtomicBool::new(true),
+            consumed: AtomicU64::new(0),
+            buffers: Mutex::new(Buffers {
+                #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+                raw: Vec::new(),
+                #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+                events: Events::new(),
+                ready: Vec::new(),
+            }),
+            relay: Mutex::new(None),
+        })
+    }
+
+    /// The pollable fd handed to hosts (see the module comment).
+    pub(crate) fn fd(&self) -> RawFd {
+        poller_fd(&self.shared.poller).unwrap_or(self.shared.signal_rx.as_raw_fd())
+    }
+
+    /// Raises the signal. True if this call made the idle -> signalled transition (and so
+    /// wrote the signal fd); false if it was already signalled (coalesced).
+    pub(crate) fn signal(&self) -> bool {
+        self.shared.signal()
     }
 
     pub(crate) fn is_signalled(&self) -> bool {
-        self.signalled.is_raised()
+        self.shared.signalled.is_raised()
     }
 
-    /// Consumes a raised signal: drain the eventfd first, then clear the flag, so that a
+    /// Reads the signal fd and counts what it held.
+    fn drain_signal(&self) {
+        let n = drain_fd(self.shared.signal_rx.as_raw_fd());
+        self.consumed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Consumes a raised signal: drain the signal fd first, then clear the flag, so that a
     /// signal raised in between is never lost (its item is taken by the caller's next queue
     /// take, which happens after this returns).
+    ///
+    /// A producer raises the flag, then writes. A clear that runs between the two finds the
+    /// fd empty and lowers the flag, and the write then lands on a lowered flag: a readable fd
+    /// that no flag accounts for, on which a level-triggered host would spin. So the clear
+    /// also drains whenever fewer writes were read back than producers have counted (they
+    /// count before writing): such a late write is read by the next clear, the one its own
+    /// readiness makes the host call.
     pub(crate) fn clear(&self) {
-        if !self.signalled.is_raised() {
+        let owed = self.shared.writes.load(Ordering::Acquire) > self.consumed.load(Ordering::Relaxed);
+        if !self.shared.signalled.is_raised() && !owed {
             return;
         }
-        let mut buf: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
-        unsafe { libc::read(self.event.as_raw_fd(), (&raw mut buf).cast(), 8) };
-        self.signalled.lower();
+        self.drain_signal();
+        self.shared.signalled.lower();
     }
 
-    /// Lowers the flag without touching the eventfd (a standalone loop about to sleep: from
-    /// now on producers write again; the loop drains the eventfd only once a wait returned).
+    /// Lowers the flag without touching the signal fd (a standalone loop about to sleep: from
+    /// now on producers write again; the loop drains the fd only once a wait returned).
     pub(crate) fn lower(&self) {
-        self.signalled.lower();
+        self.shared.signalled.lower();
     }
 
-    /// Reads the eventfd (after a wait returned), leaving the flag as it is.
+    /// Reads the signal fd (after a wait returned), leaving the flag as it is; skipped when the
+    /// wait saw all that was ready and the signal fd was not among it (a watched fd or the
+    /// timer woke it), which saves a read per I/O wakeup.
     pub(crate) fn drain(&self) {
-        let mut buf: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
-        unsafe { libc::read(self.event.as_raw_fd(), (&raw mut buf).cast(), 8) };
+        if self.signal_seen.load(Ordering::Relaxed) {
+            self.drain_signal();
+        }
     }
 
-    /// Blocks until the fd is readable or `timeout_ms` passes (-1: forever).
-    pub(crate) fn wait(&self, timeout_ms: i32) {
-        let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: one event slot, owned epoll fd; EINTR and timeouts are fine (the caller
-        // re-examines its queue either way).
-        unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), &mut ev, 1, timeout_ms) };
+    /// True while fds are watched: every iteration then asks the poller what is ready.
+    pub(crate) fn watching(&self) -> bool {
+        self.watched.load(Ordering::Acquire) > 0
+    }
+
+    /// Blocks until something registered is ready or `timeout_ms` passes (-1: forever, 0: just
+    /// look). With `collect`, the watched fds found ready are kept for [`Wakeup::take_ready`];
+    /// returns whether they were.
+    pub(crate) fn wait(&self, timeout_ms: i32, collect: bool) -> bool {
+        let mut b = self.buffers.lock();
+        b.ready.clear();
+        self.wait_poller(&mut b, timeout_ms, collect);
+        collect
+    }
+
+    /// Hands the watched fds the last collecting wait found ready to `f`, and forgets them.
+    pub(crate) fn take_ready(&self, mut f: impl FnMut(Ready)) {
+        let mut b = self.buffers.lock();
+        for r in b.ready.drain(..) {
+            f(r);
+        }
+    }
+
+    /// Linux epoll: `epoll_wait` on the poller's fd, keys read from the events.
+    #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+    fn wait_poller(&self, b: &mut Buffers, timeout_ms: i32, collect: bool) {
+        let epfd = self.shared.poller.as_raw_fd();
+        // Room for every watched fd, so that one wait sees all that are ready (asyncio's
+        // select() returns them all), plus the loop's own.
+        let cap = if collect { self.watched.load(Ordering::Acquire) + 4 } else { 1 };
+        if b.raw.len() < cap {
+            b.raw.resize(cap, libc::epoll_event { events: 0, u64: 0 });
+        }
+        // SAFETY: `raw` has at least `cap` initialised slots; the epoll fd is the poller's, open
+        // as long as `self`. EINTR and timeouts are fine (the caller re-examines its queue).
+        let n = unsafe { libc::epoll_wait(epfd, b.raw.as_mut_ptr(), cap as libc::c_int, timeout_ms) };
+        let n = n.max(0) as usize;
+        // Unsure (a full buffer may have left it out) unless every ready fd fitted.
+        let mut seen = n == cap;
+        if !collect {
+            self.signal_seen.store(n > 0, Ordering::Relaxed);
+            return;
+        }
+        let Buffers { raw, ready } = b;
+        for ev in &raw[..n] {
+            // polling registers each fd with its key as the event's data (checked by the test
+            // `watched_fds_come_back_with_their_keys`).
+            let (key, flags) = (ev.u64 as usize, ev.events as libc::c_int);
+            if key >= OWN_KEYS {
+                seen |= key == SIGNAL_KEY;
+                continue;
+            }
+            let err = libc::EPOLLHUP | libc::EPOLLERR;
+            ready.push(Ready {
+                fd: key as RawFd,
+                readable: flags & (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | err) != 0,
+                writable: flags & (libc::EPOLLOUT | err) != 0,
+            });
+        }
+        self.signal_seen.store(seen, Ordering::Relaxed);
+    }
+
+    /// Every other backend: `polling::Poller::wait`.
+    #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+    fn wait_poller(&self, b: &mut Buffers, timeout_ms: i32, collect: bool) {
+        let watched = self.watched.load(Ordering::Acquire);
+        if b.events.capacity().get() < watched + 4 {
+            b.events =
+                Events::with_capacity(std::num::NonZeroUsize::new(watched + 4).unwrap_or(std::num::NonZeroUsize::MIN));
+        }
+        b.events.clear();
+        let timeout = (timeout_ms >= 0).then(|| std::time::Duration::from_millis(timeout_ms as u64));
+        // Errors (EINTR is retried inside) leave the events empty: the caller re-examines its
+        // queue either way.
+        let _ = self.shared.poller.wait(&mut b.events, timeout);
+        // Unsure (a full buffer may have left it out) unless every ready fd fitted.
+        let seen = b.events.len() >= b.events.capacity().get() || b.events.iter().any(|e| e.key == SIGNAL_KEY);
+        self.signal_seen.store(seen, Ordering::Relaxed);
+        if !collect {
+            return;
+        }
+        let Buffers { events, ready } = b;
+        for ev in events.iter() {
+            if ev.key >= OWN_KEYS {
+                continue;
+            }
+            // An event that is neither (poll()'s POLLNVAL: the application closed a watched fd)
+            // wakes both watchers, as asyncio's PollSelector reports it, instead of spinning.
+            let neither = !ev.readable && !ev.writable;
+            ready.push(Ready {
+                fd: ev.key as RawFd,
+                readable: ev.readable || neither,
+                writable: ev.writable || neither,
+            });
+        }
     }
 
     /// Arms the timerfd for `when` (loop clock), or disarms it for `None`. No system call
-    /// when the armed deadline is unchanged.
+    /// when the armed deadline is unchanged. Without a timerfd (not Linux) only the deadline is
+    /// remembered: hosts there honour `afut_loop_timeout_ms`.
     pub(crate) fn arm_timer(&self, when: Option<f64>) {
         let when = when.unwrap_or(f64::INFINITY);
         if self.armed.swap(when.to_bits(), Ordering::AcqRel) == when.to_bits() {
             return;
         }
-        let mut spec: libc::itimerspec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        };
-        // Every deadline but "never" arms it: one in the past (down to -INFINITY) is due now,
-        // and fires at once.
-        if when != f64::INFINITY {
-            let delta = (when - clock::now()).clamp(1e-9, 86_400.0 * 365.0);
-            spec.it_value.tv_sec = delta.trunc() as libc::time_t;
-            spec.it_value.tv_nsec = ((delta.fract() * 1e9) as libc::c_long).max(1);
+        if when != f64::INFINITY && poller_fd(&self.shared.poller).is_none() && when <= crate::clock::now() {
+            // Due already: that is work now. Behind a relay the timerfd would make the host's
+            // fd readable only after a thread switch; raise the signal at once instead.
+            self.shared.signal();
         }
-        // SAFETY: our own timerfd and a fully initialised itimerspec; a zero it_value disarms.
-        unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        #[cfg(target_os = "linux")]
+        {
+            let mut spec: libc::itimerspec = libc::itimerspec {
+                it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+                it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            };
+            // Every deadline but "never" arms it: one in the past (down to -INFINITY) is due
+            // now, and fires at once.
+            if when != f64::INFINITY {
+                let delta = (when - clock::now()).clamp(1e-9, 86_400.0 * 365.0);
+                spec.it_value.tv_sec = delta.trunc() as libc::time_t;
+                spec.it_value.tv_nsec = ((delta.fract() * 1e9) as libc::c_long).max(1);
+            }
+            // SAFETY: our own timerfd and a fully initialised itimerspec; a zero it_value
+            // disarms.
+            unsafe { libc::timerfd_settime(self.shared.timer.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        }
     }
 
     /// The deadline the timerfd is armed for.
@@ -174,18 +490,255 @@ impl Wakeup {
     /// disarmed here: left armed, it would expire later and stay readable on an idle loop
     /// whose recorded deadline says "never", and a level-triggered host would spin.
     pub(crate) fn consume_timer(&self) {
-        let mut buf: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking timerfd.
-        let n = unsafe { libc::read(self.timer.as_raw_fd(), (&raw mut buf).cast(), 8) };
-        if n != 8 {
-            let off = libc::itimerspec {
-                it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-                it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-            };
-            // SAFETY: our own timerfd and a fully initialised itimerspec; zero disarms it.
-            unsafe { libc::timerfd_settime(self.timer.as_raw_fd(), 0, &off, std::ptr::null_mut()) };
+        #[cfg(target_os = "linux")]
+        {
+            let mut buf: u64 = 0;
+            let timer = self.shared.timer.as_raw_fd();
+            // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking timerfd.
+            let n = unsafe { libc::read(timer, (&raw mut buf).cast(), 8) };
+            if n != 8 {
+                let off = libc::itimerspec {
+                    it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+                    it_value: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+                };
+                // SAFETY: our own timerfd and a fully initialised itimerspec; zero disarms it.
+                unsafe { libc::timerfd_settime(timer, 0, &off, std::ptr::null_mut()) };
+            }
         }
         self.armed.store(f64::INFINITY.to_bits(), Ordering::Release);
+    }
+
+    // ----- watched fds -----
+
+    /// Whether `fd` may be watched: open (else EBADF), and not a regular file or a directory
+    /// (EPERM, what epoll answers for them; every backend refuses them alike, while `poll()` and
+    /// kqueue would call them always ready).
+    pub(crate) fn check_pollable(fd: RawFd) -> io::Result<()> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat writes a `struct stat` into the live buffer; the result is checked.
+        check(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
+        // SAFETY: fstat succeeded, so it initialised the buffer.
+        let mode = unsafe { st.assume_init() }.st_mode & libc::S_IFMT;
+        if mode == libc::S_IFREG || mode == libc::S_IFDIR {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(())
+    }
+
+    /// Registers `fd` (not yet registered) with the given interest.
+    pub(crate) fn register(&self, fd: RawFd, readable: bool, writable: bool) -> io::Result<()> {
+        // SAFETY: `add_with_mode` requires the fd to stay valid until it is deleted: the
+        // application promised that by watching it, and a watched fd it closes anyway is one
+        // the kernel drops from epoll / kqueue and `poll()` reports as invalid (POLLNVAL),
+        // neither of which touches memory.
+        unsafe { self.shared.poller.add_with_mode(fd, Event::new(fd as usize, readable, writable), PollMode::Level)? };
+        self.watched.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Changes the interest of a registered `fd`. An fd number the kernel no longer knows in
+    /// the poller (the application closed it and opened another file under the same number)
+    /// is registered anew.
+    pub(crate) fn reregister(&self, fd: RawFd, readable: bool, writable: bool) -> io::Result<()> {
+        let ev = Event::new(fd as usize, readable, writable);
+        // SAFETY: the fd number is only handed to the kernel (see `register`).
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        match self.shared.poller.modify_with_mode(borrowed, ev, PollMode::Level) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                // SAFETY: as in `register`.
+                unsafe { self.shared.poller.add_with_mode(fd, ev, PollMode::Level) }
+            }
+            r => r,
+        }
+    }
+
+    /// Deletes a registered `fd` (errors ignored: a closed fd is already gone from the kernel's
+    /// side).
+    pub(crate) fn deregister(&self, fd: RawFd) {
+        // SAFETY: the fd number is only handed to the kernel (see `register`).
+        let _ = self.shared.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        self.watched.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether the host's fd is readable right now (a zero-timeout poll): after an iteration
+    /// that dispatched watchers, whose fds may still be ready, this gives edge-triggered hosts a
+    /// fresh edge (an `epoll_wait` on the poller does not). Pollers with a relay report through
+    /// it instead: false.
+    pub(crate) fn poller_ready(&self) -> bool {
+        let Some(fd) = poller_fd(&self.shared.poller) else { return false };
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    // ----- the relay (pollers without an fd of their own, host mode) -----
+
+    /// Host mode begins: on a poller without an fd of its own, start the relay (once). It
+    /// starts parked; `arm` (when the loop is not running) lets it watch at once.
+    pub(crate) fn enter_host_mode(&self, arm: bool) {
+        if poller_fd(&self.shared.poller).is_some() {
+            return;
+        }
+        let mut relay = self.relay.lock();
+        if relay.is_none() {
+            match Relay::start(self.shared.clone()) {
+                Ok(r) => *relay = Some(r),
+                Err(e) => {
+                    eprintln!(
+                        "afut: starting the host fd's relay thread failed ({e}): watched fds will not wake the host"
+                    );
+                    return;
+                }
+            }
+        }
+        if arm {
+            if let Some(r) = relay.as_ref() {
+                r.ctl.arm();
+            }
+        }
+    }
+
+    /// At the start of each iteration: the relay leaves the poller to the loop thread.
+    pub(crate) fn park_relay(&self) {
+        if let Some(r) = self.relay.lock().as_ref() {
+            r.ctl.park(&self.shared.poller);
+        }
+    }
+
+    /// At the end of a host-mode iteration: the relay watches again until the next one.
+    pub(crate) fn arm_relay(&self) {
+        if let Some(r) = self.relay.lock().as_ref() {
+            r.ctl.arm();
+        }
+    }
+
+    /// Stops the relay thread, if any (the loop is being freed).
+    pub(crate) fn stop_relay(&self) {
+        let relay = self.relay.lock().take();
+        if let Some(r) = relay {
+            r.stop(&self.shared.poller);
+        }
+    }
+}
+
+impl Drop for Wakeup {
+    fn drop(&mut self) {
+        self.stop_relay();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RelayState {
+    /// Not waiting: the loop thread runs an iteration (or the host has work to collect).
+    Parked,
+    /// Allowed to wait on the poller.
+    Armed,
+    /// Waiting on the poller.
+    Polling,
+    /// The loop thread wants the poller back.
+    ParkRequested,
+    Stop,
+}
+
+struct RelayCtl {
+    state: Mutex<RelayState>,
+    cv: Condvar,
+}
+
+impl RelayCtl {
+    fn arm(&self) {
+        let mut st = self.state.lock();
+        if *st == RelayState::Parked {
+            *st = RelayState::Armed;
+            self.cv.notify_all();
+        }
+    }
+
+    /// Returns once the relay is not waiting on the poller.
+    fn park(&self, poller: &Poller) {
+        let mut st = self.state.lock();
+        loop {
+            match *st {
+                RelayState::Parked | RelayState::Stop => return,
+                RelayState::Armed => {
+                    *st = RelayState::Parked;
+                    return;
+                }
+                RelayState::Polling => {
+                    *st = RelayState::ParkRequested;
+                    // Wakes its wait (or the next one, if it is about to start).
+                    let _ = poller.notify();
+                }
+                RelayState::ParkRequested => self.cv.wait(st.raw()),
+            }
+        }
+    }
+}
+
+struct Relay {
+    ctl: Arc<RelayCtl>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    fn start(shared: Arc<Shared>) -> io::Result<Relay> {
+        let ctl = Arc::new(RelayCtl { state: Mutex::new(RelayState::Parked), cv: Condvar::new() });
+        let c = ctl.clone();
+        let thread = std::thread::Builder::new().name("afut-relay".into()).spawn(move || relay_main(&shared, &c))?;
+        Ok(Relay { ctl, thread: Some(thread) })
+    }
+
+    fn stop(mut self, poller: &Poller) {
+        *self.ctl.state.lock() = RelayState::Stop;
+        self.ctl.cv.notify_all();
+        let _ = poller.notify();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The relay thread: while armed, waits on the poller; a ready watched fd (or timer) raises
+/// the signal, which makes the host's fd readable; then it parks until the next iteration ends.
+fn relay_main(shared: &Shared, ctl: &RelayCtl) {
+    let mut events = Events::new();
+    loop {
+        {
+            let mut st = ctl.state.lock();
+            loop {
+                match *st {
+                    RelayState::Stop => return,
+                    RelayState::Parked => ctl.cv.wait(st.raw()),
+                    RelayState::ParkRequested => {
+                        *st = RelayState::Parked;
+                        ctl.cv.notify_all();
+                    }
+                    RelayState::Armed | RelayState::Polling => break,
+                }
+            }
+            *st = RelayState::Polling;
+        }
+        events.clear();
+        let _ = shared.poller.wait(&mut events, None);
+        let work = events.iter().any(|e| e.key != SIGNAL_KEY);
+        let mut st = ctl.state.lock();
+        match *st {
+            RelayState::Stop => return,
+            RelayState::ParkRequested => {
+                // The loop thread takes over and polls for itself.
+                *st = RelayState::Parked;
+                ctl.cv.notify_all();
+            }
+            _ if events.is_empty() => *st = RelayState::Armed, // a stale notification: wait again
+            _ => {
+                if work {
+                    shared.signal();
+                }
+                // Ready (the signal fd included): park until the host's next run_once.
+                *st = RelayState::Parked;
+                ctl.cv.notify_all();
+            }
+        }
     }
 }
 
@@ -200,7 +753,6 @@ pub(crate) fn readable(fd: RawFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
     #[test]
@@ -219,7 +771,7 @@ mod tests {
     }
 
     /// Many producers raise at once: exactly one of them sees the transition (and would write
-    /// the eventfd), whatever the interleaving. Run under Miri, this also checks the atomics
+    /// the signal fd), whatever the interleaving. Run under Miri, this also checks the atomics
     /// for data races.
     #[test]
     fn concurrent_raises_make_exactly_one_transition() {
@@ -246,7 +798,7 @@ mod tests {
     }
 
     /// The consumer lowers while a producer raises: every raise that finds the flag lowered is
-    /// a transition (the one that writes the eventfd), so none is lost or doubled.
+    /// a transition (the one that writes the signal fd), so none is lost or doubled.
     #[test]
     fn a_raise_after_a_lower_is_never_lost() {
         let flag = Arc::new(Flag::new());
@@ -265,33 +817,107 @@ mod tests {
         }
         let transitions = producer.join().unwrap();
         assert!(transitions >= 1 && transitions <= n);
-        // Transitions and lowerings alternate (a lowering needs a raised flag, a transition a
-        // lowered one), starting with a transition: the producer may end on one not lowered.
         assert!(transitions == lowered || transitions == lowered + 1, "{transitions} transitions, {lowered} lowerings");
+    }
+
+    /// A write that lands after the clear that lowered its flag (the producer was preempted
+    /// between raising and writing) is read by the next clear: the fd does not stay readable.
+    #[test]
+    #[cfg_attr(miri, ignore = "eventfd, epoll and timerfd system calls")]
+    fn a_late_write_is_read_by_the_next_clear() {
+        let w = Wakeup::new().unwrap();
+        w.enter_host_mode(true);
+        // The producer's raise and count, without its write yet.
+        assert!(w.shared.signalled.raise());
+        w.shared.writes.fetch_add(1, Ordering::AcqRel);
+        w.park_relay();
+        w.clear(); // finds nothing to read, lowers the flag
+        assert!(!w.is_signalled());
+        // The write lands now, on a lowered flag.
+        w.shared.signal_write();
+        assert!(readable(w.fd()));
+        w.park_relay();
+        w.clear();
+        assert!(!readable(w.fd()), "the late write was read back");
+        // And from then on a clear with nothing raised or owed makes no system call.
+        assert_eq!(w.consumed.load(Ordering::Relaxed), w.shared.writes.load(Ordering::Relaxed));
     }
 
     #[test]
     #[cfg_attr(miri, ignore = "eventfd, epoll and timerfd system calls")]
     fn signal_is_coalesced_and_cleared() {
         let w = Wakeup::new().unwrap();
+        w.enter_host_mode(true);
         assert!(!readable(w.fd()));
         assert!(w.signal());
         assert!(!w.signal());
         assert!(readable(w.fd()));
+        w.park_relay();
         w.clear();
         assert!(!readable(w.fd()));
         assert!(!w.is_signalled());
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
-    #[cfg_attr(miri, ignore = "eventfd, epoll and timerfd system calls")]
+    #[cfg_attr(miri, ignore = "system calls Miri cannot run")]
     fn timer_makes_fd_readable() {
         let w = Wakeup::new().unwrap();
         w.arm_timer(Some(clock::now() + 0.005));
         assert!(!readable(w.fd()));
-        w.wait(1000);
-        assert!(readable(w.fd()));
+        w.wait(1000, false);
+        w.enter_host_mode(true);
+        let mut p = libc::pollfd { fd: w.fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 1000) }, 1);
+        w.park_relay();
+        w.clear();
         w.consume_timer();
         assert!(!readable(w.fd()));
+    }
+
+    fn socketpair() -> (OwnedFd, OwnedFd) {
+        let mut sv = [0 as libc::c_int; 2];
+        // SAFETY: `sv` has room for the two fds; checked.
+        check(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) }).unwrap();
+        // SAFETY: fresh fds owned by nobody else.
+        unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) }
+    }
+
+    /// The epoll fast path reads polling's keys straight from `epoll_event.data`: this fails if
+    /// a `polling` release registers fds differently.
+    #[test]
+    #[cfg_attr(miri, ignore = "system calls Miri cannot run")]
+    fn watched_fds_come_back_with_their_keys() {
+        let w = Wakeup::new().unwrap();
+        let (a, b) = socketpair();
+        w.register(a.as_raw_fd(), true, false).unwrap();
+        assert!(w.watching());
+        assert!(w.wait(0, true));
+        let mut got = Vec::new();
+        w.take_ready(|r| got.push(r.fd));
+        assert!(got.is_empty());
+        // SAFETY: writes one byte from a live buffer to our own socket.
+        assert_eq!(unsafe { libc::write(b.as_raw_fd(), b"x".as_ptr().cast(), 1) }, 1);
+        w.wait(1000, true);
+        w.take_ready(|r| got.push(r.fd));
+        assert_eq!(got, vec![a.as_raw_fd()]);
+        w.reregister(a.as_raw_fd(), false, true).unwrap();
+        w.wait(1000, true);
+        let mut writable = false;
+        w.take_ready(|r| writable |= r.fd == a.as_raw_fd() && r.writable);
+        assert!(writable);
+        w.deregister(a.as_raw_fd());
+        assert!(!w.watching());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "system calls Miri cannot run")]
+    fn regular_files_and_closed_fds_are_refused() {
+        let f = std::fs::File::open("Cargo.toml").unwrap();
+        assert_eq!(Wakeup::check_pollable(f.as_raw_fd()).unwrap_err().raw_os_error(), Some(libc::EPERM));
+        assert_eq!(Wakeup::check_pollable(-1).unwrap_err().raw_os_error(), Some(libc::EBADF));
+        let (a, _b) = socketpair();
+        assert!(Wakeup::check_pollable(a.as_raw_fd()).is_ok());
     }
 }
