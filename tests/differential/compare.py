@@ -158,7 +158,7 @@ def _is_cancel_outcome(o):
     return isinstance(o, tuple) and o and (o[0] == "cancelled" or (o[0] == "exc" and o[1] == -2))
 
 
-def outcome_equiv(kinds, s, oa, ob, hits, child_of=None):
+def outcome_equiv(kinds, s, oa, ob, hits):
     if oa == ob:
         return True
     if (isinstance(oa, tuple) and isinstance(ob, tuple) and oa and ob and oa[0] == ob[0] == "gather"
@@ -224,7 +224,7 @@ def event_equiv(kinds, a, b, hits, gathers_cancelled=()):
     return False
 
 
-def _norm_report(kinds, ev, hits, world, dropped=None):
+def _norm_report(kinds, ev, hits, world):
     _, kind, slot, code = ev
     if world == "asyncio" and kinds.of(slot) == "wait_for" and kind == "task_never_retrieved":
         hits["wait_for-is-a-future"] += 1
@@ -374,18 +374,23 @@ def compare(sc, A, B):
         rb = [ev for _, ev in b_seq[j:] if ev[0] != "report"]
         if ra != rb:
             return fail("teardown events differ", i, j)
-        ca = Counter(_norm_report(kinds, ev, hits, "asyncio") for _, ev in a_seq[i:] if ev[0] == "report")
-        cb = Counter(_norm_report(kinds, ev, hits, "afut") for _, ev in b_seq[j:] if ev[0] == "report")
+        la = [_norm_report(kinds, ev, hits, "asyncio") for _, ev in a_seq[i:] if ev[0] == "report"]
+        lb = [_norm_report(kinds, ev, hits, "afut") for _, ev in b_seq[j:] if ev[0] == "report"]
+        ca, cb = Counter(la), Counter(lb)
         if ca != cb:
             return late_fail("teardown reports differ",
                              ("reports",) + tuple(sorted(map(repr, (ca - cb).elements()))),
                              ("reports",) + tuple(sorted(map(repr, (cb - ca).elements()))))
-        if sum(ca.values()) > 1:
+        if la != lb:
             hits["teardown-reports"] += 1
+        res.compared["report"] += len(la)
+        for ev in ra:
+            res.compared[ev[0]] += 1
     if a_destroyed != b_destroyed:
+        only_a, only_b = a_destroyed - b_destroyed, b_destroyed - a_destroyed
         return late_fail("task destroyed-pending reports differ",
-                         ("destroyed_pending",) + tuple(sorted((a_destroyed - b_destroyed).elements())),
-                         ("destroyed_pending",) + tuple(sorted((b_destroyed - a_destroyed).elements())))
+                         ("destroyed_pending",) + tuple(sorted(only_a.elements())),
+                         ("destroyed_pending",) + tuple(sorted(only_b.elements())))
     if a_destroyed:
         hits["gh-91887-task-lifetime"] += 1
     return res

@@ -7,6 +7,11 @@ Run:  scripts/differential.sh [N]          (N random scenarios, default 20000)
       AFUT_DIFF_SEED=<seed> scripts/differential.sh       replays that one scenario, verbose
       AFUT_DIFF_SEED=<seed> scripts/differential.sh N     replays a whole run (seeds seed..seed+N-1)
       python3 differential.py --replay-json FILE          replays a saved (minimized) scenario
+      python3 differential.py --rules                     prints every sanctioned-difference rule
+Environment: AFUT_LIB (the library), AFUT_DIFF_JOBS (worker processes, default: CPUs),
+AFUT_DIFF_DUMP=FILE (every divergence as a JSON line), AFUT_DIFF_WITHOUT=gather,shield,
+wait_for,task (scenarios without those, to narrow a divergence down).
+repro/: one small reproducer per divergence this test found (exit 1 while it diverges).
 
 What it does. Each scenario is a random program (scenario.py) over futures, done-callbacks,
 handles, the run functions, gather, shield, wait_for and tasks. It is executed twice, in one
@@ -254,8 +259,10 @@ def candidates(sc):
 
 
 def minimize(sc, sig, deadline):
+    """Returns (the smallest scenario found that fails with the same signature, its result)."""
     w = None
     best = sc
+    best_r = None
     improved = True
     while improved and time.monotonic() < deadline:
         improved = False
@@ -264,19 +271,22 @@ def minimize(sc, sig, deadline):
                 break
             r, w = evaluate(scenario.to_json(c), w)
             if not r.get("ok") and r.get("sig") == sig:
-                best = c
+                best, best_r = c, r
                 improved = True
                 break
     if w is not None:
         w.kill()
-    return best
+    return best, best_r
 
 
 # --------------------------------------------------------------------------------------------
 # driver
 
-def print_divergence(r, sc, minimal, out):
+def print_divergence(r, sc, minimal, out, minimal_r=None):
     print(f"DIVERGENCE seed={r.get('seed')}: {r.get('what')}", file=out)
+    if minimal_r is not None:
+        # the minimized scenario's own divergence (same kind, its own slots)
+        r = dict(minimal_r, seed=r.get("seed"))
     if r.get("ctx"):
         print("  context (asyncio log, last events):", file=out)
         for e in r["ctx"][-6:]:
@@ -372,9 +382,9 @@ def drive(n, base, nworkers):
             shown.add(r.get("sig"))
             sc = scenario.generate(r["seed"])
             per = max(5.0, (deadline - time.monotonic()) / max(1, SHOW - len(shown) + 1))
-            minimal = minimize(sc, r.get("sig"), time.monotonic() + per)
+            minimal, minimal_r = minimize(sc, r.get("sig"), time.monotonic() + per)
             print()
-            print_divergence(r, sc, minimal, sys.stdout)
+            print_divergence(r, sc, minimal, sys.stdout, minimal_r)
         print()
     print(f"{passed} passed, {len(failed)} failed")
     return 0 if not failed else 1

@@ -34,10 +34,6 @@ CALLBACK_BUDGET = 3
 #   ("none",)                 exception() of a future with a result
 
 
-def _msg(s):
-    return None if s is None else s
-
-
 class AppError(Exception):
     """The application exception of the Python world: an afut exception code and message."""
 
@@ -270,8 +266,10 @@ class World:
         self.log("teardown")
         for s in sorted(self.slots):
             self.log("final", s, *self.p_peek(s, self.slots[s]))
-        self.p_close()
+        # logged first: what the close itself reports (afut ends pending tasks and releases
+        # what they awaited) belongs to the teardown, compared as a multiset
         self.log("close")
+        self.p_close()
         for s in sorted(self.slots):
             self.unref(s)
         self.p_free()

@@ -32,7 +32,11 @@ Time offsets are 0 or 10 s apart (see engine.DiffLoop).
 
 import json
 import math
+import os
 import random
+
+# AFUT_DIFF_WITHOUT=gather,shield,...: scenarios without those (for narrowing down).
+WITHOUT = set(filter(None, os.environ.get("AFUT_DIFF_WITHOUT", "").split(",")))
 
 MSGS = [None, "m1", "m2"]
 DELAYS = [0.0, -0.0, -10.0, -20.0, 1e4, math.inf]
@@ -98,8 +102,10 @@ class Gen:
     # ----- ops -----
     def creation(self, depth):
         r = self.r
-        kind = _w(r, [("new", 4), ("gather", self.p_comb), ("shield", self.p_comb * 0.7),
-                      ("wait_for", self.p_comb * 0.5), ("task", self.p_task)])
+        kind = _w(r, [(k, w) for k, w in
+                      [("new", 4), ("gather", self.p_comb), ("shield", self.p_comb * 0.7),
+                       ("wait_for", self.p_comb * 0.5), ("task", self.p_task)]
+                      if k not in WITHOUT])
         if kind != "new" and self.nslot == 0:
             kind = "new"
         s = self.new_slot()
