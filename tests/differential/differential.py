@@ -42,7 +42,10 @@ What is compared, event by event:
     (afut_loop_set_exception_handler), each with its future and exception code, where it
     happens: Python's garbage collector runs before every event (gc.collect(), the rest of
     the heap frozen), so a future is finalized when it becomes garbage, as afut frees it on
-    its last afut_unref; also "Task was destroyed but it is pending!".
+    its last afut_unref; also "Task was destroyed but it is pending!". (The locals of
+    returned frames that exceptions still reach are dropped first: a Python traceback keeps
+    the whole stack of the moment alive, run_until_complete's `future` included; a C error
+    keeps nothing. See engine.AsyncioWorld.release_frames.)
 
 Sanctioned differences: each is a rule in compare.py (RULES holds its full text, printed
 by `differential.py --rules`), applied only where its precondition holds, counted and printed

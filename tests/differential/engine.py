@@ -17,6 +17,7 @@ import ctypes
 import gc
 import math
 import types
+import weakref
 
 import binding as B
 
@@ -34,6 +35,11 @@ CALLBACK_BUDGET = 3
 #   ("none",)                 exception() of a future with a result
 
 
+# Every exception that may end up stored in a future (the application's, and asyncio's
+# CancelledError, whose constructor is wrapped below): see AsyncioWorld.release_frames.
+LIVE_EXCEPTIONS = weakref.WeakSet()
+
+
 class AppError(Exception):
     """The application exception of the Python world: an afut exception code and message."""
 
@@ -41,6 +47,7 @@ class AppError(Exception):
         super().__init__(f"e{code}")
         self.code = code
         self.msg = f"e{code}"
+        LIVE_EXCEPTIONS.add(self)
 
 
 class WouldBlock(BaseException):
@@ -365,6 +372,17 @@ asyncio.tasks._GatheringFuture.cancel = _noting_gather_cancel
 _orig_ruc_cb = asyncio.base_events._run_until_complete_cb
 
 
+_orig_cancelled_error_init = asyncio.CancelledError.__init__
+
+
+def _registering_cancelled_error_init(self, *args):
+    _orig_cancelled_error_init(self, *args)
+    LIVE_EXCEPTIONS.add(self)
+
+
+asyncio.CancelledError.__init__ = _registering_cancelled_error_init
+
+
 def _noting_ruc_cb(fut):
     w = AsyncioWorld.current
     if w is not None and fut is not w.ruc_active:
@@ -403,11 +421,66 @@ class AsyncioWorld(World):
         # Every object that became garbage before this event is finalized first, so that
         # "never retrieved" reports land where afut (reference counted, no cycles to wait
         # for) makes them: when the last reference goes.
+        self.release_frames()
         gc.collect()
         self.events.append(ev)
 
+    def release_frames(self):
+        """A Python exception keeps the frames it was raised through, and each of them its
+        caller (f_back), down the whole stack of the moment: a task that fails inside
+        run_until_complete(F) keeps that call's `future` local, F, alive for as long as the
+        task lives, and asyncio's wait_for keeps its task alive through the timeout context
+        in its frame for as long as the exception object lives. A C exception holds nothing
+        of the kind. So the locals of every frame that has returned and that an exception
+        known here still reaches are dropped (frame.clear(); a frame still running is
+        retried at the next event). Only finished frames are cleared: no behaviour of
+        asyncio changes, only what its tracebacks keep alive."""
+        todo = [e for e in LIVE_EXCEPTIONS if e.__traceback__ is not None
+                or e.__context__ is not None]
+        for f in self.futs:
+            e = getattr(f, "_exception", None)
+            if e is not None:
+                todo.append(e)
+        frames = list(self.stuck_frames.values())
+        self.stuck_frames = {}
+        seen = set()
+        seen_tb = self.seen_tb
+        while todo:
+            e = todo.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            tb = e.__traceback__
+            # a re-raise prepends to the chain: stop at the part already walked
+            while tb is not None and id(tb) not in seen_tb:
+                seen_tb[id(tb)] = tb
+                frames.append(tb.tb_frame)
+                tb = tb.tb_next
+            for x in (e.__cause__, e.__context__):
+                if x is not None:
+                    todo.append(x)
+        cleared = self.cleared
+        for fr in frames:
+            while fr is not None and id(fr) not in cleared:
+                try:
+                    fr.clear()
+                except RuntimeError:
+                    # still running (its callers too), or a suspended coroutine: later
+                    self.stuck_frames[id(fr)] = fr
+                    break
+                cleared[id(fr)] = fr
+                fr = fr.f_back
+
+    def bind(self, s, obj, kind):
+        World.bind(self, s, obj, kind)
+        self.futs.add(obj)
+
     def setup(self):
         AsyncioWorld.current = self
+        self.futs = weakref.WeakSet()
+        self.stuck_frames = {}
+        self.cleared = {}   # id -> frame (kept, so that an id is not reused meanwhile)
+        self.seen_tb = {}   # id -> traceback
         self.ruc_active = None
         self.loop = DiffLoop()
         asyncio.set_event_loop(self.loop)
@@ -722,6 +795,8 @@ class AsyncioWorld(World):
         self.loop.close()
 
     def p_free(self):
+        self.release_frames()
+        self.stuck_frames, self.cleared, self.seen_tb = {}, {}, {}
         AsyncioWorld.current = None
         asyncio.set_event_loop(None)
         self.loop = None
@@ -773,7 +848,7 @@ class AfutWorld(World):
             raise OSError("afut_loop_new failed")
         self.L.afut_loop_set_exception_handler(self.loop, self.HANDLER, None, B.NO_FREE)
         self.tstate = {}
-        self.harness_errors = []
+        self.tstate_of = {}
 
     # trampolines: a Python exception must never unwind into C
     def _guard(self, fn, *args):
@@ -964,13 +1039,16 @@ class AfutWorld(World):
         return self.L.afut_wait_for(self.loop, inner, timeout)
 
     def mirror_extra(self, s):
-        st = self.tstate.get(s)
+        # by object: shield(done task) gives the task itself under another slot
+        st = self.tstate_of.get(self.slots.get(s))
         return st.extra if st is not None else 0
 
     # tasks: the step function mirrors AsyncioWorld._coro
     def p_task(self, s, tid):
-        self.tstate[s] = _TaskState()
-        return self.L.afut_task_new(self.loop, self.STEP, s, B.NO_FREE)
+        st = self.tstate[s] = _TaskState()
+        t = self.L.afut_task_new(self.loop, self.STEP, s, B.NO_FREE)
+        self.tstate_of[t] = st
+        return t
 
     def _cancel_requested(self, t):
         m = ctypes.c_char_p()
