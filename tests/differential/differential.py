@@ -60,6 +60,7 @@ at the end of a run. Local rules (the comparison goes on):
                              (afut.h afut_cancel); asyncio's _GatheringFuture.cancel does not
   asyncio-shield-callback-error  asyncio's shield raises InvalidStateError in its own
                              callback when the caller completed the outer; afut has no error
+                             (asyncio's own error, which afut's docs do not mention)
   report-order               reports of one release compared as a multiset (gc order)
   teardown-reports           reports after loop.close() compared as a multiset
   gh-91887-task-lifetime     afut keeps pending tasks alive until the loop closes
@@ -96,8 +97,16 @@ What the harness arranges so that the two runs can be compared at all (engine.py
   - Scenarios never build an await cycle (dependencies point to lower slots); a script never
     completes its own task through set_result (the task's terminator does).
 
+  - Scenarios aim less often at what ends a comparison early (completing a wait_for,
+    cancelling a gather, a timeout <= 0): the rules still fire, and are counted.
+
+Crashes and hangs: scenarios run in worker processes (one per CPU) with MALLOC_PERTURB_ set
+(freed memory is overwritten, so a use-after-free reads garbage); a worker that dies or does
+not answer within 30 s is a failed scenario ("crash", "hang"), and a new worker goes on.
+
 Exit status: non-zero if any scenario diverged without a rule, crashed or hung. The first
-few divergences are printed minimized, with their seeds.
+few divergences are printed minimized (greedy removal of ops and actions while the kind of
+divergence stays), with their seeds.
 """
 
 import gc
