@@ -76,9 +76,16 @@ Representations, not differences: an afut exception is AppError(code) with messa
 "e<code>"; asyncio's CancelledError stored as an exception is code -2 (AFUT_ERR_CANCELLED),
 its TimeoutError code -8 with afut's message "timed out"; a gather's result is compared child
 by child (afut_gather_child); an empty gather's [] is afut's NULL; asyncio's report names the
-future's class (_GatheringFuture), afut's says Future or Task: the kind is compared.
+future's class (_GatheringFuture), afut's says Future or Task: the kind is compared; Task's
+set_result / set_exception raise RuntimeError where afut returns AFUT_ERR_INVALID_STATE
+(afut.h afut_task_new: "as asyncio's Task.set_result raises"): both are "invalid_state".
 
 What the harness arranges so that the two runs can be compared at all (engine.py):
+  - run_once: asyncio has no public one; one afut_loop_run_once(loop, 0) is one call of
+    BaseEventLoop._run_once() (3.13 exposes it for hosts that drive the loop), with the loop
+    marked running as _run_forever_setup does, and the stop flag left alone, as
+    afut_loop_run_once ignores stop (afut.h afut_loop_stop): a stop() then ends the next run
+    after one iteration in both.
   - asyncio's clock is virtual and strictly increasing (1 us per reading), timer offsets are
     0 or 10 s apart, and a timer is either due at once (delay <= 0, a past call_at) or never
     (1e4 s, inf): deadlines order the same way on afut's real clock, and asyncio's undefined
