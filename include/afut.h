@@ -696,7 +696,8 @@ bool afut_cancelled(const afut_t *fut);
 
 // Cancels a pending future (asyncio `cancel(msg)`), storing a copy of `msg` (may be NULL),
 // and schedules its callbacks. Whatever the state, it also marks a stored exception as
-// retrieved (so a failed future that is cancelled is never reported).
+// retrieved (so a failed future that is cancelled is never reported); the one exception is a
+// done gather, which asyncio's `_GatheringFuture.cancel` leaves reportable.
 //
 // Thread: any.
 // Returns: true if this call cancelled the future; false if it was already done.

@@ -54,6 +54,9 @@ if [ $quick = 0 ]; then
     # AFUT_TSAN_RUST=1: the ThreadSanitizer runs also use a TSan-instrumented build of the
     # library itself (a test-only build; see scripts/reliability.sh).
     stage reliability env AFUT_TSAN_RUST=1 bash scripts/reliability.sh
+    # 20,000 random scenarios run in CPython 3.13's asyncio and in afut, compared event by
+    # event (tests/differential/); a fresh seed each run, printed.
+    stage differential bash scripts/differential.sh 20000
     stage examples bash scripts/examples.sh
     stage consumers bash scripts/consumers.sh
 fi

@@ -98,7 +98,10 @@ impl Behaviour for Gather {
     /// message, and every child is cancelled.
     fn cancel(&self, fut: &Future, msg: Option<CString>) -> bool {
         if fut.is_done() {
-            return fut.cancel_plain(msg);
+            // asyncio's _GatheringFuture.cancel returns False for a done gather before
+            // Future.cancel could clear the never-retrieved mark: its exception stays
+            // reportable.
+            return false;
         }
         for c in &self.children {
             c.cancel_propagated(msg.clone(), None);
@@ -291,6 +294,11 @@ pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Futur
         }
         if w.timed_out.load(Ordering::Acquire) && i.is_cancelled() {
             let _ = outer.set_exception(timeout_exception());
+        } else if let Some(e) = i.copy_exception().filter(|e| e.code == AFUT_ERR_CANCELLED) {
+            // The inner failed with a CancelledError (a gather whose child was cancelled):
+            // asyncio's wait_for awaits it, so that error cancels the wait_for itself, with
+            // its message.
+            outer.cancel_plain(e.message);
         } else {
             // The result (also one that won the race against the timeout, or a cancellation
             // the inner swallowed), an exception, or a cancellation by someone else.
@@ -336,9 +344,10 @@ pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Futur
 // ------------------------------------------------------------------------------------------
 // shield
 
-/// A shield's outer future: a plain future, plus the link to its inner one.
+/// A shield's outer future: a plain future, plus the link to its inner one. The link is weak:
+/// the outer never keeps the inner alive (asyncio's outer holds no reference to it either).
 struct Shield {
-    inner: Future,
+    inner: Weak<FutureInner>,
     /// The token of the done-callback registered on `inner`.
     token: u64,
 }
@@ -346,7 +355,9 @@ struct Shield {
 impl Behaviour for Shield {
     /// The inner future holds the outer one while both are pending; a closed loop lets it go.
     fn loop_closed(&self, _fut: &Future) {
-        self.inner.remove_token(self.token);
+        if let Some(inner) = upgrade(&self.inner) {
+            inner.remove_token(self.token);
+        }
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -362,7 +373,8 @@ pub(crate) fn shield(event_loop: &Loop, fut: &Future) -> Future {
         return inner; // test_shield_shortcut
     }
     let token = next_token();
-    let outer = Future::with_behaviour(Some(event_loop.link()), Some(Box::new(Shield { inner: inner.clone(), token })));
+    let outer =
+        Future::with_behaviour(Some(event_loop.link()), Some(Box::new(Shield { inner: inner.downgrade(), token })));
     // The inner future holds the outer one (asyncio's `_inner_done_callback` closure), so an
     // outer whose caller dropped it still completes and runs its callbacks.
     let keep = outer.clone();

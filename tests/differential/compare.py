@@ -18,6 +18,14 @@ from collections import Counter
 
 RULES = {
     # local rules
+    "gc-cycle-until-close":
+        "A pending gather, shield, wait_for or wait is held by its inputs' callbacks, as in "
+        "asyncio (afut.h afut_gather, afut_shield, ...). When the application drops the outer "
+        "future and every input, they form an unreachable cycle: CPython's garbage collector "
+        "frees it (and makes its never-retrieved reports) at its next collection; afut, which "
+        "counts references and has no collector, releases it when the loop closes (README "
+        "'What differs from asyncio'). Accepted: a never-retrieved report that asyncio makes "
+        "while collecting a cycle, made by afut during the teardown instead (the close).",
     "task-cancel-message":
         "A task's cancel message is stable in afut; asyncio returns it on the first retrieval "
         "only (later reads, and its _cancel_message, give none) (afut.h afut_task_new, README "
@@ -28,8 +36,10 @@ RULES = {
         "afut_wait_for returns a future; asyncio.wait_for is a coroutine, run here as a task "
         "(afut.h afut_wait_for). Accepted for wait_for slots: asyncio's 'Task exception was "
         "never retrieved' for afut's 'Future exception ...', asyncio's 'Task was destroyed but "
-        "it is pending!' (afut has no task to report), and cancelling()/uncancel() counts of "
-        "asyncio's task where afut answers -1 (not a task).",
+        "it is pending!' (afut has no task to report), cancelling()/uncancel() counts of "
+        "asyncio's task where afut answers -1 (not a task), and the moment of a wait_for's "
+        "never-retrieved report (asyncio's failed task lives on in its coroutine's traceback "
+        "for a while): only that both worlds make it is compared.",
     "mirror-cancel-count":
         "Binding: a coroutine that lets a CancelledError out ends its asyncio task without a new "
         "cancel request; the C step function can only end its task cancelled with "
@@ -40,18 +50,13 @@ RULES = {
         "Several futures released by one drop: CPython's garbage collector finalizes a cycle in "
         "no specified order, afut frees in its own order. A run of consecutive reports is "
         "compared as a multiset.",
-    "cancel-marks-retrieved":
-        "afut_cancel marks a stored exception retrieved whatever the state (afut.h afut_cancel: "
-        "'so a failed future that is cancelled is never reported'); asyncio's "
-        "_GatheringFuture.cancel returns False for a done gather before Future.cancel could "
-        "clear the mark. Accepted: asyncio's never-retrieved report of a gather that was "
-        "cancel()ed while done with an unretrieved exception (recorded by the asyncio world).",
     "asyncio-shield-callback-error":
         "asyncio's shield callback (_inner_done_callback) sets the outer future's outcome "
         "unless the outer is cancelled; when the caller has completed the outer first it raises "
         "InvalidStateError, which the loop reports as 'Exception in callback'. afut has no error "
-        "there. Accepted: that report (its side effects before the raise, inner.exception() "
-        "marking the inner retrieved, are compared).",
+        "there. Accepted: that report; and since the error's traceback keeps the shield's futures "
+        "alive in asyncio for a while, the scenario is compared only up to that point "
+        "(truncating).",
     "teardown-reports":
         "At teardown (after loop.close()) the harness drops every slot; CPython collects the "
         "remaining cycles in no specified order. Reports after the close are compared as a "
@@ -95,7 +100,8 @@ RULES = {
 TRUNCATING = ("gh-85071-gather-cancel", "wait_for-timing", "stale-run_until_complete-stopper",
               "wait_for-completed-by-caller")  # gh-85071 is also local, for the gather itself
 NOTE_RULE = {"gather_cancel": "gh-85071-gather-cancel", "wf_timing": "wait_for-timing",
-             "stale_stopper": "stale-run_until_complete-stopper"}
+             "stale_stopper": "stale-run_until_complete-stopper",
+             "shield_callback_error": "asyncio-shield-callback-error"}
 
 
 class Kinds:
@@ -263,9 +269,18 @@ def compare(sc, A, B):
     a_destroyed, b_destroyed = Counter(), Counter()
     cancelled_done = set()
     gathers_cancelled = {}    # gather slot -> position of asyncio's cancel of it while pending
+    cycle_reports = []       # asyncio reports made by its cycle collector
+    a_floating, b_floating = Counter(), Counter()   # wait_for reports (wait_for-is-a-future)
     for i, ev in enumerate(A):
         if ev[0] == "note" and ev[1] == "alias":
             kinds.alias[ev[2]] = ev[3]
+            continue
+        if ev[0] == "note" and ev[1] == "cycle_report":
+            rep = ("report",) + tuple(ev[2:])
+            if kinds.of(rep[2]) == "wait_for":
+                a_floating[_norm_report(kinds, rep, hits, "asyncio")] += 1
+            else:
+                cycle_reports.append(rep)
             continue
         if ev[0] == "note":
             if ev[1] in NOTE_RULE:
@@ -279,20 +294,25 @@ def compare(sc, A, B):
             hits["gh-85071-gather-cancel"] += 1
         elif (ev[0] == "report" and ev[1] == "callback_error:shield.<locals>._inner_done_callback"
               and ev[3] == "InvalidStateError"):
-            hits["asyncio-shield-callback-error"] += 1
-        elif (ev[0] == "report" and ev[1] == "future_never_retrieved"
-              and kinds.canon(ev[2]) in cancelled_done):
-            hits["cancel-marks-retrieved"] += 1
+            # asyncio's own error path: the exception's traceback keeps the shield's futures
+            # alive for a while, so the timing of their reports is asyncio's artefact from here.
+            notes.append((i, ("note", "shield_callback_error")))
         elif ev[0] == "report" and ev[1] == "destroyed_pending":
             if kinds.of(ev[2]) == "wait_for":
                 hits["wait_for-is-a-future"] += 1
             else:
                 a_destroyed[ev[2]] += 1
+        elif ev[0] == "report" and ev[1].endswith("_never_retrieved") and kinds.of(ev[2]) == "wait_for":
+            # asyncio's wait_for is a task, which its coroutine's traceback keeps alive for a
+            # while after it failed: when its report comes is not compared, only that it does.
+            a_floating[_norm_report(kinds, ev, hits, "asyncio")] += 1
         else:
             a_seq.append((i, ev))
     for i, ev in enumerate(B):
         if ev[0] == "report" and ev[1] == "destroyed_pending":
             b_destroyed[ev[2]] += 1
+        elif ev[0] == "report" and ev[1].endswith("_never_retrieved") and kinds.of(ev[2]) == "wait_for":
+            b_floating[_norm_report(kinds, ev, hits, "afut")] += 1
         else:
             b_seq.append((i, ev))
 
@@ -375,6 +395,9 @@ def compare(sc, A, B):
         if ra != rb:
             return fail("teardown events differ", i, j)
         la = [_norm_report(kinds, ev, hits, "asyncio") for _, ev in a_seq[i:] if ev[0] == "report"]
+        if cycle_reports:
+            hits["gc-cycle-until-close"] += 1
+            la += [_norm_report(kinds, ev, hits, "asyncio") for ev in cycle_reports]
         lb = [_norm_report(kinds, ev, hits, "afut") for _, ev in b_seq[j:] if ev[0] == "report"]
         ca, cb = Counter(la), Counter(lb)
         if ca != cb:
@@ -386,6 +409,12 @@ def compare(sc, A, B):
         res.compared["report"] += len(la)
         for ev in ra:
             res.compared[ev[0]] += 1
+    if a_floating != b_floating:
+        return late_fail("wait_for reports differ",
+                         ("reports",) + tuple(sorted(map(repr, (a_floating - b_floating).elements()))),
+                         ("reports",) + tuple(sorted(map(repr, (b_floating - a_floating).elements()))))
+    if a_floating:
+        hits["wait_for-is-a-future"] += 1
     if a_destroyed != b_destroyed:
         only_a, only_b = a_destroyed - b_destroyed, b_destroyed - a_destroyed
         return late_fail("task destroyed-pending reports differ",

@@ -56,11 +56,9 @@ at the end of a run. Local rules (the comparison goes on):
                              kind, "Task was destroyed" reports, cancelling()/uncancel()
   mirror-cancel-count        the C step ends its task cancelled with afut_cancel (one more
                              cancel request than asyncio's coroutine needs)
-  cancel-marks-retrieved     afut_cancel on a done gather clears the never-retrieved mark
-                             (afut.h afut_cancel); asyncio's _GatheringFuture.cancel does not
-  asyncio-shield-callback-error  asyncio's shield raises InvalidStateError in its own
-                             callback when the caller completed the outer; afut has no error
-                             (asyncio's own error, which afut's docs do not mention)
+  gc-cycle-until-close       a dropped pending gather/shield/wait_for/wait and its dropped
+                             inputs: asyncio's cycle collector reports them when it frees
+                             them, afut when the loop closes (README)
   report-order               reports of one release compared as a multiset (gc order)
   teardown-reports           reports after loop.close() compared as a multiset
   gh-91887-task-lifetime     afut keeps pending tasks alive until the loop closes
@@ -68,6 +66,9 @@ at the end of a run. Local rules (the comparison goes on):
                              a cancelled gather ends CANCELLED at once in afut
 Truncating rules (a documented difference of timing or of kind was triggered; the scenario
 is compared up to the first divergence after that point, and counted as ended early):
+  asyncio-shield-callback-error  asyncio's shield raises InvalidStateError in its own
+                             callback when the caller completed the outer; afut has no error
+                             (afut.h afut_shield); its traceback changes asyncio's lifetimes
   wait_for-timing            timeout <= 0 on a pending inner, or the wait_for cancelled
   wait_for-completed-by-caller  afut's wait_for is a future its caller may complete
   stale-run_until_complete-stopper  asyncio's stale stop callback ends a later run early,
