@@ -306,10 +306,10 @@ TEST(job_result_completes_the_future) {
     void *v = NULL;
     CHECK_EQ_INT(afut_result(f, &v), AFUT_OK);
     CHECK(v == &j.value);
-    CHECK_EQ_INT(atomic_load(&j.set_rc), AFUT_OK);
     CHECK_EQ_INT(atomic_load(&j.done_inside), 0); /* pending while the job runs */
     CHECK(atomic_load(&j.thread) != tid());       /* on a worker */
     afut_executor_free(ex);
+    CHECK_EQ_INT(atomic_load(&j.set_rc), AFUT_OK);
     CHECK_EQ_INT(atomic_load(&j.runs), 1);
     CHECK_EQ_INT(atomic_load(&j.frees), 1);
     CHECK_EQ_INT(atomic_load(&j.freed_early), 0);
@@ -497,6 +497,9 @@ TEST(queued_job_cancelled_never_runs) {
     afut_t *f0 = afut_executor_submit(ex, job_fn, pub(&blocker), job_free);
     CHECK(counter_wait(&started, 1, 5));
     afut_t *f1 = afut_executor_submit(ex, job_fn, pub(&queued), job_free);
+    char buf[64];
+    afut_describe(f1, buf, sizeof buf);
+    CHECK_STR(buf, "<Future pending>");
     rec_t r;
     rec_init(&r);
     CHECK_EQ_INT(afut_add_done_callback(f1, rec_cb, &r, rec_free), AFUT_OK);
@@ -538,6 +541,9 @@ TEST(running_job_cannot_be_cancelled) {
     j.try_cancel = 1;
     afut_t *f = afut_executor_submit(ex, job_fn, pub(&j), job_free);
     CHECK(counter_wait(&started, 1, 5));
+    char buf[64];
+    afut_describe(f, buf, sizeof buf);
+    CHECK_STR(buf, "<Future running>");
     CHECK(!afut_cancel(f, "too late"));
     CHECK(!afut_cancelled(f));
     CHECK(!afut_done(f));
@@ -545,12 +551,12 @@ TEST(running_job_cannot_be_cancelled) {
     gate_open(&gate);
     CHECK_EQ_INT(afut_wait(f, budget(5)), AFUT_OK);
     CHECK_EQ_INT(atomic_load(&j.cancel_inside), 0);
-    CHECK_EQ_INT(atomic_load(&j.set_rc), AFUT_OK);
     void *v;
     CHECK_EQ_INT(afut_result(f, &v), AFUT_OK);
     CHECK(v == &j.value);
     CHECK(!afut_cancel(f, NULL)); /* done */
     afut_executor_free(ex);
+    CHECK_EQ_INT(atomic_load(&j.set_rc), AFUT_OK);
     CHECK_EQ_INT(atomic_load(&j.frees), 1);
     afut_unref(f);
     counter_destroy(&started);
@@ -810,14 +816,25 @@ TEST(shutdown_wait_and_cancel_futures) {
 /* A second shutdown is harmless, whatever the flags; shutdown(NULL) and free(NULL) are no-ops. */
 TEST(second_shutdown_and_null_are_harmless) {
     afut_executor_t *ex = afut_executor_new(2);
+    gate_t gate;
+    counter_t started;
+    gate_init(&gate);
+    counter_init(&started);
     job_t j;
     job_init(&j, 1, J_RESULT);
-    j.sleep = 0.01;
+    j.gate = &gate;
+    j.started = &started;
     afut_t *f = afut_executor_submit(ex, job_fn, pub(&j), job_free);
+    CHECK(counter_wait(&started, 1, 5));
     afut_executor_shutdown(ex, false, false);
-    afut_executor_shutdown(ex, false, true);
-    afut_executor_shutdown(ex, true, false); /* waits for the job left by the first */
+    afut_executor_shutdown(ex, false, true); /* nothing queued: cancels nothing */
+    CHECK(!afut_done(f));
+    opener_t o = {.gate = &gate, .delay = 0.01};
+    pthread_create(&o.th, NULL, opener_main, &o);
+    afut_executor_shutdown(ex, true, false); /* waits for the job left running by the first */
+    pthread_join(o.th, NULL);
     CHECK(afut_done(f));
+    CHECK(!afut_cancelled(f));
     CHECK_EQ_INT(atomic_load(&j.frees), 1);
     afut_executor_shutdown(ex, true, true);
     afut_executor_free(ex);
@@ -827,6 +844,8 @@ TEST(second_shutdown_and_null_are_harmless) {
     afut_executor_shutdown(NULL, true, true);
     afut_executor_shutdown(NULL, false, false);
     afut_executor_free(NULL);
+    counter_destroy(&started);
+    gate_destroy(&gate);
 }
 
 /* free without shutdown: shuts down with wait = true (every job done and freed on return). */
