@@ -1217,8 +1217,8 @@ afut_executor_t *afut_executor_new(size_t max_workers);
 // calls `userdata_free(userdata)` (if not NULL) exactly once, never before the job started
 // unless it was cancelled: on the worker right after `fn` returned (before `fut` gets a NULL
 // result), or inside the `afut_cancel` (or the `afut_executor_shutdown` with `cancel_futures`)
-// that cancelled the queued job, or on a worker when it skips a job whose future was completed
-// by someone else; at the latest when `afut_executor_shutdown(ex, true, ...)` or
+// that cancelled the queued job, or, for a queued job whose future someone else completed, in
+// the first of a later `afut_cancel` (which returns false) or the worker skipping it; at the latest when `afut_executor_shutdown(ex, true, ...)` or
 // `afut_executor_free` returns. On failure (NULL) it stays the caller's and nothing is freed.
 // Returns: the job's future; NULL after `afut_executor_shutdown`, or if the executor has no
 // worker and the kernel refused to start one.
