@@ -53,6 +53,17 @@
  *     A task cancelled before it started never runs its body.
  *   - API misuse (a C call failing with a status) throws afut::error (status()).
  *
+ * Combinators, thread pools, virtual time
+ *   - afut::gather(f1, f2, ...) over typed futures and tasks: `auto [a, b] = co_await
+ *     afut::gather(fa, fb);` gives a std::tuple (T & for a future you pass as an lvalue, T moved
+ *     out of a temporary, std::monostate for future<void>); the first failure is thrown.
+ *     afut::gather({...}, return_exceptions) is the untyped form (children read one by one).
+ *   - afut::executor (concurrent.futures' ThreadPoolExecutor): pool.submit(fn) gives a loop-less
+ *     future<R> completed on a worker; loop.run_in_executor(pool, fn) a future of the loop (co_await
+ *     it in a task). An exception thrown by fn fails the future; awaiting rethrows it.
+ *   - loop.set_virtual_clock(auto_advance) / advance_time(s): time() starts at 0 and timers,
+ *     afut::sleep and afut::wait_for follow the virtual clock (see afut_loop_set_virtual_clock).
+ *
  * Threads: handles may be copied and destroyed on any thread (afut_ref / afut_unref are
  * thread-safe). Coroutines run on the thread running their loop.
  */
