@@ -18,7 +18,9 @@
  *
  * Ownership
  *   - `afut_loop_new`, `afut_new`, `afut_loop_create_future`, `afut_sleep`, `afut_wrap_future`,
- *     `afut_ensure_future` return a new reference owned by the caller.
+ *     `afut_ensure_future`, `afut_executor_submit`, `afut_loop_run_in_executor` return a new
+ *     reference owned by the caller; `afut_executor_new` an executor the caller releases with
+ *     `afut_executor_free`.
  *   - Futures are reference counted (`afut_ref` / `afut_unref`). The loop holds its own
  *     reference to a future while its callbacks are queued, so a callback may drop the last
  *     reference the application held.
@@ -67,7 +69,8 @@
  * Time
  *   Seconds as `double` on the loop's monotonic clock (`afut_loop_time`). Delays <= 0 and past
  *   deadlines are due at once, in deadline order; INFINITY means never; equal deadlines run
- *   in the order they were scheduled.
+ *   in the order they were scheduled. For tests, a loop can run on a virtual clock that moves
+ *   only when told to, or jumps to the next timer when idle (`afut_loop_set_virtual_clock`).
  *
  * Contents, in the order the functions appear below
  *   Library         afut_version, afut_status_str
@@ -89,6 +92,9 @@
  *                   afut_task_uncancel, afut_task_cancel_requested, afut_task_take_cancel
  *   Combinators     afut_gather, afut_gather_child, afut_wait_for, afut_shield,
  *                   afut_wait_many, afut_wait_many_result, afut_as_completed
+ *   Executor        afut_executor_new, afut_executor_submit, afut_loop_run_in_executor,
+ *                   afut_executor_shutdown, afut_executor_free
+ *   Virtual time    afut_loop_set_virtual_clock, afut_loop_advance_time
  *   Errors, debug   afut_loop_set_exception_handler, afut_loop_set_debug
  * ---------------------------------------------------------------------------------------------
  */
