@@ -998,6 +998,72 @@ static void c_as_completed_bad(void) {
 }
 
 /* ------------------------------------------------------------------------------------------
+ * Executor and virtual time */
+
+static void job_fn(afut_t *f, void *ud) {
+    (void)ud;
+    afut_set_result(f, NULL, NULL);
+}
+
+static void c_executor_submit_null(void) {
+    afut_executor_t *ex = afut_executor_new(1);
+    EXPECT(ex != NULL);
+    EXPECT(afut_executor_submit(NULL, job_fn, UD, count_free) == NULL);
+    EXPECT(afut_executor_submit(ex, NULL, UD, count_free) == NULL);
+    afut_executor_free(ex);
+    EXPECT_EQ(g_frees, 0);
+}
+static void c_executor_submit_after_shutdown(void) {
+    afut_executor_t *ex = afut_executor_new(1);
+    afut_executor_shutdown(ex, false, false);
+    EXPECT(afut_executor_submit(ex, job_fn, UD, count_free) == NULL);
+    EXPECT(afut_loop_run_in_executor(new_loop(), ex, job_fn, UD, count_free) == NULL);
+    afut_executor_free(ex);
+    EXPECT_EQ(g_frees, 0);
+}
+static void c_run_in_executor_null(void) {
+    afut_executor_t *ex = afut_executor_new(1);
+    afut_loop_t *l = new_loop();
+    EXPECT(afut_loop_run_in_executor(NULL, ex, job_fn, UD, count_free) == NULL);
+    EXPECT(afut_loop_run_in_executor(l, NULL, job_fn, UD, count_free) == NULL);
+    EXPECT(afut_loop_run_in_executor(l, ex, NULL, UD, count_free) == NULL);
+    EXPECT(afut_loop_run_in_executor(closed_loop(), ex, job_fn, UD, count_free) == NULL);
+    afut_executor_free(ex);
+    EXPECT_EQ(g_frees, 0);
+}
+static void c_executor_shutdown_free_null(void) {
+    afut_executor_shutdown(NULL, true, true);
+    afut_executor_shutdown(NULL, false, false);
+    afut_executor_free(NULL);
+    afut_executor_t *ex = afut_executor_new(0);
+    EXPECT(ex != NULL);
+    afut_executor_shutdown(ex, true, true);
+    afut_executor_shutdown(ex, true, true);
+    afut_executor_free(ex);
+}
+static void c_set_virtual_clock_bad(void) {
+    EXPECT_EQ(afut_loop_set_virtual_clock(NULL, true), AFUT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(afut_loop_set_virtual_clock(closed_loop(), true), AFUT_ERR_LOOP_CLOSED);
+    afut_loop_t *l = new_loop();
+    EXPECT(afut_loop_call_later(l, 1, cb, UD, count_free) != 0);
+    EXPECT_EQ(afut_loop_set_virtual_clock(l, false), AFUT_ERR_INVALID_STATE);
+    EXPECT(afut_loop_time(l) > 0);
+    EXPECT_EQ(g_frees, 0);
+}
+static void c_advance_time_bad(void) {
+    EXPECT_EQ(afut_loop_advance_time(NULL, 1), AFUT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(afut_loop_advance_time(new_loop(), 1), AFUT_ERR_INVALID_STATE);
+    afut_loop_t *l = new_loop();
+    EXPECT_EQ(afut_loop_set_virtual_clock(l, false), AFUT_OK);
+    const double bad[] = {-1, -1e-300, NAN, -NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        EXPECT_EQ(afut_loop_advance_time(l, bad[i]), AFUT_ERR_INVALID_ARGUMENT);
+    EXPECT(afut_loop_time(l) == 0.0);
+    afut_loop_close(l);
+    EXPECT_EQ(afut_loop_advance_time(l, 1), AFUT_ERR_LOOP_CLOSED);
+}
+
+/* ------------------------------------------------------------------------------------------
  * The table */
 
 typedef struct {
@@ -1135,6 +1201,12 @@ static const row_t k_rows[] = {
     {"afut_shield(NULL, f) / (loop, NULL)", "NULL", c_shield_null},
     {"afut_wait_many(bad loop/futs/n/timeout/return_when) + _result(NULL)", "NULL", c_wait_many_bad},
     {"afut_as_completed(bad loop/futs/out/n/timeout)", "0, out untouched", c_as_completed_bad},
+    {"afut_executor_submit(NULL, fn, ...) / (ex, NULL, ...)", "NULL, ud kept", c_executor_submit_null},
+    {"afut_executor_submit / run_in_executor after shutdown", "NULL, ud kept", c_executor_submit_after_shutdown},
+    {"afut_loop_run_in_executor(NULL loop / NULL ex / NULL fn / closed loop)", "NULL, ud kept", c_run_in_executor_null},
+    {"afut_executor_shutdown(NULL) / free(NULL) / shutdown twice", "no-op", c_executor_shutdown_free_null},
+    {"afut_loop_set_virtual_clock(NULL / closed / with a timer)", "INVALID_ARGUMENT / LOOP_CLOSED / INVALID_STATE", c_set_virtual_clock_bad},
+    {"afut_loop_advance_time(NULL / real clock / <0, NaN, inf / closed)", "INVALID_ARGUMENT / INVALID_STATE / LOOP_CLOSED", c_advance_time_bad},
 };
 
 /* issue 7 item 4; API.md "Bad input never crashes"; the header's `Bad input:` lines. */

@@ -18,7 +18,9 @@
  *
  * Ownership
  *   - `afut_loop_new`, `afut_new`, `afut_loop_create_future`, `afut_sleep`, `afut_wrap_future`,
- *     `afut_ensure_future` return a new reference owned by the caller.
+ *     `afut_ensure_future`, `afut_executor_submit`, `afut_loop_run_in_executor` return a new
+ *     reference owned by the caller; `afut_executor_new` an executor the caller releases with
+ *     `afut_executor_free`.
  *   - Futures are reference counted (`afut_ref` / `afut_unref`). The loop holds its own
  *     reference to a future while its callbacks are queued, so a callback may drop the last
  *     reference the application held.
@@ -67,7 +69,8 @@
  * Time
  *   Seconds as `double` on the loop's monotonic clock (`afut_loop_time`). Delays <= 0 and past
  *   deadlines are due at once, in deadline order; INFINITY means never; equal deadlines run
- *   in the order they were scheduled.
+ *   in the order they were scheduled. For tests, a loop can run on a virtual clock that moves
+ *   only when told to, or jumps to the next timer when idle (`afut_loop_set_virtual_clock`).
  *
  * Contents, in the order the functions appear below
  *   Library         afut_version, afut_status_str
@@ -89,6 +92,9 @@
  *                   afut_task_uncancel, afut_task_cancel_requested, afut_task_take_cancel
  *   Combinators     afut_gather, afut_gather_child, afut_wait_for, afut_shield,
  *                   afut_wait_many, afut_wait_many_result, afut_as_completed
+ *   Executor        afut_executor_new, afut_executor_submit, afut_loop_run_in_executor,
+ *                   afut_executor_shutdown, afut_executor_free
+ *   Virtual time    afut_loop_set_virtual_clock, afut_loop_advance_time
  *   Errors, debug   afut_loop_set_exception_handler, afut_loop_set_debug
  * ---------------------------------------------------------------------------------------------
  */
@@ -117,6 +123,10 @@
 
 // `asyncio.FIRST_EXCEPTION`.
 #define AFUT_FIRST_EXCEPTION 2
+
+// A thread-pool executor (concurrent.futures' `ThreadPoolExecutor`). Opaque; created by
+// `afut_executor_new`, released by `afut_executor_free`.
+typedef struct afut_executor_t afut_executor_t;
 
 // An event loop. Opaque; created by `afut_loop_new`, released by `afut_loop_free`.
 typedef struct afut_loop_t afut_loop_t;
@@ -164,6 +174,10 @@ typedef struct {
   afut_t *const *pending;
   size_t n_pending;
 } afut_wait_result_t;
+
+// `void (*)(afut_t *fut, void *userdata)`: an executor job (see `afut_executor_submit`); it
+// completes `fut`, borrowed for the call.
+typedef void (*afut_job_fn)(afut_t *fut, void *userdata);
 
 // What the exception handler is told. Every pointer is borrowed for the duration of the call.
 typedef struct {
@@ -292,7 +306,7 @@ bool afut_loop_is_running(const afut_loop_t *loop);
 bool afut_loop_is_closed(const afut_loop_t *loop);
 
 // The loop's clock (asyncio `loop.time()`): monotonic seconds, the time base of
-// `afut_loop_call_at`.
+// `afut_loop_call_at`; with a virtual clock (`afut_loop_set_virtual_clock`), the virtual time.
 //
 // Thread: any. Bad input: NULL returns NaN.
 //
@@ -429,7 +443,9 @@ bool afut_loop_cancel(afut_loop_t *loop, afut_handle_t handle);
 // timers. Other platforms have no pollable timer: there the host must also wait no longer
 // than `afut_loop_timeout_ms` (which every host should do anyway). On a platform whose poller
 // has no fd of its own (the `poll()` fallback), the fd is the loop's wakeup pipe, and a helper
-// thread, started by the first call, raises it when a watched fd is ready.
+// thread, started by the first call, raises it when a watched fd is ready. On a virtual clock
+// (`afut_loop_set_virtual_clock`) a timer makes the fd readable once it is due; an
+// auto-advance jump is announced by `afut_loop_timeout_ms` instead.
 //
 // Thread: any.
 // Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
@@ -440,7 +456,9 @@ int afut_loop_fd(afut_loop_t *loop);
 
 // How long a host may wait before calling `afut_loop_run_once`: -1 if nothing is scheduled
 // (wait for the fd alone), 0 if work is ready now, else the milliseconds until the next timer,
-// rounded up (a host that waits this long finds the timer due: never a busy spin).
+// rounded up (a host that waits this long finds the timer due: never a busy spin). On a
+// virtual clock: 0 if a timer is due, or, with auto-advance, while a finite timer is pending
+// and no executor job holds the clock; else -1 (see `afut_loop_set_virtual_clock`).
 //
 // Thread: any.
 // Bad input: NULL returns -1; so does a closed loop.
@@ -1169,6 +1187,159 @@ const afut_wait_result_t *afut_wait_many_result(const afut_t *wait);
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 // `futs` is NULL or points to `n` readable handles, each NULL or a future handle as above.
 size_t afut_as_completed(afut_loop_t *loop, afut_t *const *futs, size_t n, double timeout_s, afut_t **out);
+
+// Creates a thread-pool executor (concurrent.futures `ThreadPoolExecutor(max_workers)`): at most
+// `max_workers` jobs run at once, each on a worker thread; 0 means the number of CPUs this
+// process may run on (its affinity mask and CPU quota). No thread starts here: a worker is
+// started by a submit that finds no available worker for its job, up to `max_workers`; idle
+// workers wait (no spinning) and are reused, and run until shutdown. Workers have 8 MiB stacks.
+//
+// Thread: any.
+// Ownership: the caller owns the executor and releases it with `afut_executor_free`.
+// Returns: the executor; NULL only if memory ran out.
+afut_executor_t *afut_executor_new(size_t max_workers);
+
+// Submits a job (concurrent.futures `submit`): `fn(fut, userdata)` runs on a worker and
+// completes `fut` with `afut_set_result` / `afut_set_exception`; if it returns without
+// completing it, `fut` gets a NULL result. Jobs start in submission order.
+//
+// `fut` is a loop-less future in concurrent.futures' states:
+//   - queued (`afut_describe`: "<Future pending>"): `afut_cancel` cancels it, and the job never
+//     runs; its `userdata_free` runs inside that `afut_cancel`, after the done-callbacks;
+//   - running ("<Future running>"): `afut_cancel` returns false, also from inside the job
+//     (`set_running_or_notify_cancel`);
+//   - done: as any future. A future completed by someone else before its job started skips
+//     the job.
+//
+// Its done-callbacks follow the loop-less rule: they run on the thread that completes or
+// cancels it (the worker, when the job completes it), and at once on the adding thread once it
+// is done. A worker counts as available again as soon as the job function returns; so a
+// done-callback that the executor itself runs (the job returned without completing `fut`)
+// must not block waiting for another job of a full executor. To wait for a job's result on a
+// loop, use `afut_loop_run_in_executor` (or `afut_wrap_future`).
+//
+// Thread: any, a job of this executor included.
+// Ownership: returns a new reference owned by the caller; the executor keeps its own until the
+// job is done, so the caller may drop it at once. On success the library owns `userdata` and
+// calls `userdata_free(userdata)` (if not NULL) exactly once, never before the job started
+// unless it was cancelled: on the worker right after `fn` returned (before `fut` gets a NULL
+// result), or inside the `afut_cancel` (or the `afut_executor_shutdown` with `cancel_futures`)
+// that cancelled the queued job, or, for a queued job whose future someone else completed, in
+// the first of a later `afut_cancel` (which returns false) or the worker skipping it; at the latest when `afut_executor_shutdown(ex, true, ...)` or
+// `afut_executor_free` returns. On failure (NULL) it stays the caller's and nothing is freed.
+// Returns: the job's future; NULL after `afut_executor_shutdown`, or if the executor has no
+// worker and the kernel refused to start one.
+// Bad input: NULL `ex` or `fn` returns NULL.
+//
+// # Safety
+// `ex` is NULL or an executor handle not yet passed to `afut_executor_free`.
+// `fn` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
+afut_t *afut_executor_submit(afut_executor_t *ex, afut_job_fn fn, void *userdata, afut_free_fn userdata_free);
+
+// Runs a job on `ex` as a future of `loop` (asyncio `loop.run_in_executor(ex, fn)`): the
+// job's future (see `afut_executor_submit`) wrapped with `afut_wrap_future`. The loop future
+// completes one iteration after the job's future, with its outcome (the value or detail
+// borrowed from it); its done-callbacks run on the loop's thread. Cancellation is chained both
+// ways: cancelling the loop future (true while it is pending, as asyncio's wrapper) cancels
+// the job's future on the loop's next iteration, so a queued job never runs, while a running
+// one runs to its end and the loop future stays cancelled; a job cancelled on the executor side
+// (`afut_executor_shutdown` with `cancel_futures`) cancels the loop future. With a virtual clock
+// (`afut_loop_set_virtual_clock`), the job holds auto-advance until it is done.
+//
+// Thread: any.
+// Ownership: returns a new reference owned by the caller; the library keeps the loop future
+// alive until the job is done, so the caller may drop it at once and its done-callbacks still
+// run. `userdata` as for `afut_executor_submit`. On failure (NULL) it stays the caller's and
+// nothing is freed.
+// Returns: the loop future; NULL if the loop is closed or the executor shut down.
+// Bad input: NULL `loop`, `ex` or `fn` returns NULL.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+// `ex` is NULL or an executor handle not yet passed to `afut_executor_free`.
+// `fn` is NULL or a function with the documented signature, callable as this documentation says.
+// `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
+afut_t *afut_loop_run_in_executor(afut_loop_t *loop, afut_executor_t *ex, afut_job_fn fn, void *userdata, afut_free_fn userdata_free);
+
+// Shuts the executor down (concurrent.futures `shutdown(wait, cancel_futures=...)`): later
+// submits return NULL. Jobs already queued still run, unless `cancel_futures`: then every
+// queued job's future is cancelled here (its done-callbacks run on this thread, its userdata
+// is freed before this returns); running jobs always run to their end. With `wait`, returns
+// once every job is done (its userdata freed, its future completed) and every worker thread
+// has exited; without, at once (the workers exit once the queue is empty). A second call is
+// harmless: `wait` then waits for what the first left running. Called from one of this
+// executor's own jobs, `wait` waits for the other workers only (jobs still queued then run
+// after that job returns).
+//
+// Thread: any, a job of this executor included.
+// Bad input: NULL is a no-op.
+//
+// # Safety
+// `ex` is NULL or an executor handle not yet passed to `afut_executor_free`.
+void afut_executor_shutdown(afut_executor_t *ex, bool wait, bool cancel_futures);
+
+// Shuts the executor down with `wait` (`afut_executor_shutdown(ex, true, false)`: queued jobs
+// still run), then frees it. Futures of its jobs outlive it.
+//
+// Thread: any, a job of this executor included (then it waits for the other workers only).
+// Bad input: NULL is a no-op.
+//
+// # Safety
+// `ex` is NULL or an executor handle not yet passed to `afut_executor_free`, and no other
+// thread uses it during or after this call.
+void afut_executor_free(afut_executor_t *ex);
+
+// Switches the loop to a virtual clock, for tests of code that waits (asyncio's
+// `test_utils.TestLoop`, tokio's `time::pause`, trio's `MockClock`). `afut_loop_time` is then
+// 0 and moves only by `afut_loop_advance_time`, or, with `auto_advance`, by jumps: whenever an
+// iteration finds nothing ready (work queued from other threads included), no timer due, and
+// the loop not stopping, the clock jumps exactly to the earliest live deadline (never to
+// `INFINITY`) and that timer runs in the same iteration. This also holds for
+// `afut_loop_run_once(loop, 0, ...)`. A job of `afut_loop_run_in_executor` holds the clock
+// until it is done: the loop waits for it instead of jumping. Without a timer to jump to, an
+// idle loop blocks until another thread submits work (no spinning); a timer scheduled from
+// another thread wakes it.
+//
+// Everything that takes a delay follows the virtual clock: `afut_loop_call_later`, `afut_sleep`,
+// the timeouts of `afut_wait_for`, `afut_wait_many`, `afut_as_completed`, and debug mode's
+// slow-callback report (callbacks are timed in loop time, as asyncio does: a callback that
+// advances the clock by 0.2 s is slow; one that blocks 0.2 s of real time is not).
+// `afut_wait` (a thread blocking on a future) keeps waiting in real time.
+//
+// Host mode (`afut_loop_fd`): the fd becomes readable for a virtual timer only once it is due
+// (after `afut_loop_advance_time`, or scheduled at or before the current time). The timerfd is
+// never armed. `afut_loop_timeout_ms` returns 0 if work is ready or a timer is due; with
+// `auto_advance`, also 0 while a live finite timer is pending and no executor job holds the
+// clock (the host's next `run_once` jumps to it; the fd is not readable for it); otherwise -1
+// (waiting in real time would never make a virtual timer due).
+//
+// Called again (with no timer), it only changes `auto_advance`; the clock keeps its value.
+//
+// Thread: the loop's thread: from inside a callback, or any one thread while the loop is not
+// running; from another thread while it runs: `AFUT_ERR_WRONG_THREAD`.
+// Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` while a timer exists (`call_later`, `call_at`, a
+// pending `afut_sleep`, a timeout of a pending `wait_for` / `wait_many` / `as_completed`; a
+// cancelled timer does not count); `AFUT_ERR_LOOP_CLOSED` on a closed loop.
+// Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+afut_status_t afut_loop_set_virtual_clock(afut_loop_t *loop, bool auto_advance);
+
+// Moves a virtual clock (`afut_loop_set_virtual_clock`) forward by `seconds`. Every timer due
+// then (a deadline equal to the clock is due) runs in the loop's next single iteration, in
+// deadline order; a loop or host waiting on another thread is woken for them.
+//
+// Thread: any, a callback of the loop included.
+// Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` on a loop with a real clock;
+// `AFUT_ERR_LOOP_CLOSED` on a closed loop.
+// Bad input: NULL `loop`, or `seconds` negative, NaN or infinite, returns
+// `AFUT_ERR_INVALID_ARGUMENT` (checked first) and changes nothing.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+afut_status_t afut_loop_advance_time(afut_loop_t *loop, double seconds);
 
 // Installs the handler for errors that have no caller to return to (asyncio
 // `set_exception_handler`). NULL `handler` restores the default, which writes to stderr.

@@ -53,6 +53,17 @@
  *     A task cancelled before it started never runs its body.
  *   - API misuse (a C call failing with a status) throws afut::error (status()).
  *
+ * Combinators, thread pools, virtual time
+ *   - afut::gather(f1, f2, ...) over typed futures and tasks: `auto [a, b] = co_await
+ *     afut::gather(fa, fb);` gives a std::tuple (T & for a future you pass as an lvalue, T moved
+ *     out of a temporary, std::monostate for future<void>); the first failure is thrown.
+ *     afut::gather({...}, return_exceptions) is the untyped form (children read one by one).
+ *   - afut::executor (concurrent.futures' ThreadPoolExecutor): pool.submit(fn) gives a loop-less
+ *     future<R> completed on a worker; loop.run_in_executor(pool, fn) a future of the loop (co_await
+ *     it in a task). An exception thrown by fn fails the future; awaiting rethrows it.
+ *   - loop.set_virtual_clock(auto_advance) / advance_time(s): time() starts at 0 and timers,
+ *     afut::sleep and afut::wait_for follow the virtual clock (see afut_loop_set_virtual_clock).
+ *
  * Threads: handles may be copied and destroyed on any thread (afut_ref / afut_unref are
  * thread-safe). Coroutines run on the thread running their loop.
  */
@@ -71,7 +82,9 @@
 #include <string>
 #include <system_error>
 #include <type_traits>
+#include <tuple>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "afut.h"
@@ -261,6 +274,9 @@ inline afut_t *current_task() noexcept { return detail::tls_task; }
 class future_base;
 template <class T>
 class future;
+class executor;
+template <class... E>
+class gathered;
 
 /// An owned afut_loop_t.
 class loop {
@@ -298,6 +314,9 @@ public:
     /// For a temporary (e.g. `run_until_complete(main())`): the value is moved out (T).
     template <class T>
     T run_until_complete(future<T> &&f);
+    /// For a typed gather (afut::gather(f1, f2, ...)): the tuple of results.
+    template <class... E>
+    std::tuple<E...> run_until_complete(const gathered<E...> &g);
 
     void run_forever() {
         afut_status_t rc = afut_loop_run_forever(loop_);
@@ -312,6 +331,24 @@ public:
         return ran;
     }
     double time() const noexcept { return afut_loop_time(loop_); }
+
+    /// Virtual time for tests (afut_loop_set_virtual_clock): time() starts at 0 and moves only by
+    /// advance_time(), or, with auto_advance, by jumping to the next timer whenever nothing is
+    /// ready. Throws afut::error (AFUT_ERR_INVALID_STATE while a timer exists).
+    void set_virtual_clock(bool auto_advance = true) {
+        afut_status_t rc = afut_loop_set_virtual_clock(loop_, auto_advance);
+        if (rc != AFUT_OK) throw error(rc, "afut_loop_set_virtual_clock");
+    }
+    /// Moves a virtual clock forward; due timers run in the next iteration.
+    void advance_time(double seconds) {
+        afut_status_t rc = afut_loop_advance_time(loop_, seconds);
+        if (rc != AFUT_OK) throw error(rc, "afut_loop_advance_time");
+    }
+
+    /// asyncio loop.run_in_executor(ex, fn): runs fn() on a worker of `ex`; a future<R> of this
+    /// loop (R = what fn returns). See afut::executor.
+    template <class F>
+    auto run_in_executor(executor &ex, F &&fn);
 
     /// call_soon with any callable; it runs on the loop's thread. Returns the handle.
     template <class F>
@@ -794,6 +831,217 @@ inline gather_future gather(std::initializer_list<future_base> futs, bool return
     afut_t *g = afut_gather(detail::need_loop(l, "afut::gather"), v.data(), v.size(), return_exceptions);
     if (!g) throw error(AFUT_ERR_INVALID_ARGUMENT, "afut_gather");
     return gather_future::adopt(g);
+}
+
+// ----- the executor -----
+
+namespace detail {
+/// A job of afut::executor: calls the callable on a worker and completes the future with its
+/// result (a heap R), or with the exception it threw (see "Errors" above).
+template <class F>
+struct job {
+    F fn;
+    using result_type = std::invoke_result_t<F &>;
+    static void run(afut_t *f, void *p) noexcept {
+        auto *j = static_cast<job *>(p);
+        try {
+            if constexpr (std::is_void_v<result_type>) {
+                j->fn();
+                (void)afut_set_result(f, nullptr, nullptr);
+            } else {
+                auto *v = new result_type(j->fn());
+                if (afut_set_result(f, v, &delete_value<result_type>) != AFUT_OK) delete v;
+            }
+        } catch (...) {
+            (void)set_exception_ptr(f, std::current_exception());
+        }
+    }
+    static void free(void *p) noexcept { delete static_cast<job *>(p); }
+};
+}  // namespace detail
+
+/// An owned afut_executor_t: concurrent.futures' ThreadPoolExecutor. Jobs are callables run on
+/// worker threads (started on demand, at most max_workers; 0: one per CPU); the destructor
+/// shuts down and waits for every job (afut_executor_free). Not copyable.
+///
+///   afut::executor pool(4);
+///   auto f = pool.submit([] { return expensive(); });          // loop-less future<R>
+///   R r = co_await loop.run_in_executor(pool, [] { ... });     // inside a task
+///
+/// A job that throws fails its future with the exception (awaiting it rethrows the original).
+/// Cancelling a queued job's future means it never runs; a running one cannot be cancelled
+/// (its loop future from run_in_executor can: it stays cancelled while the job finishes).
+class executor {
+public:
+    explicit executor(std::size_t max_workers = 0) : ex_(afut_executor_new(max_workers)) {
+        if (!ex_) throw std::bad_alloc();
+    }
+    ~executor() { afut_executor_free(ex_); }
+    executor(const executor &) = delete;
+    executor &operator=(const executor &) = delete;
+
+    afut_executor_t *get() const noexcept { return ex_; }
+
+    /// concurrent.futures submit(fn): a loop-less future<R> completed on a worker. Throws
+    /// afut::error(AFUT_ERR_INVALID_STATE) after shutdown.
+    template <class F>
+    future<typename detail::job<std::decay_t<F>>::result_type> submit(F &&fn) {
+        using J = detail::job<std::decay_t<F>>;
+        auto *j = new J{std::forward<F>(fn)};
+        afut_t *f = afut_executor_submit(ex_, &J::run, j, &J::free);
+        if (!f) {
+            delete j;
+            throw error(AFUT_ERR_INVALID_STATE, "afut_executor_submit");
+        }
+        return future<typename J::result_type>::adopt(f);
+    }
+
+    /// asyncio run_in_executor: the job as a future of `l` (default: the current loop).
+    /// Throws afut::error after shutdown or on a closed loop.
+    template <class F>
+    future<typename detail::job<std::decay_t<F>>::result_type> run_in(afut_loop_t *l, F &&fn) {
+        using J = detail::job<std::decay_t<F>>;
+        if (!l) l = detail::tls_loop;
+        if (!l) throw std::logic_error("afut::executor::run_in: no loop");
+        auto *j = new J{std::forward<F>(fn)};
+        afut_t *f = afut_loop_run_in_executor(l, ex_, &J::run, j, &J::free);
+        if (!f) {
+            delete j;
+            throw error(afut_loop_is_closed(l) ? AFUT_ERR_LOOP_CLOSED : AFUT_ERR_INVALID_STATE,
+                        "afut_loop_run_in_executor");
+        }
+        return future<typename J::result_type>::adopt(f);
+    }
+
+    /// concurrent.futures shutdown(wait, cancel_futures). Later submits throw.
+    void shutdown(bool wait = true, bool cancel_futures = false) noexcept {
+        afut_executor_shutdown(ex_, wait, cancel_futures);
+    }
+
+private:
+    afut_executor_t *ex_;
+};
+
+template <class F>
+auto loop::run_in_executor(executor &ex, F &&fn) {
+    return ex.run_in(loop_, std::forward<F>(fn));
+}
+
+/// run_in_executor on the current loop.
+template <class F>
+auto run_in_executor(executor &ex, F &&fn) {
+    return ex.run_in(nullptr, std::forward<F>(fn));
+}
+
+// ----- typed gather -----
+
+namespace detail {
+template <class A>
+concept typed_future = std::is_base_of_v<future_base, std::remove_cvref_t<A>> &&
+                       requires { typename std::remove_cvref_t<A>::value_type; };
+
+/// What one argument of a typed gather contributes to the result tuple: `T &` for a future the
+/// caller keeps (an lvalue: the value stays owned by it), `T` moved out for a temporary,
+/// std::monostate for future<void>.
+template <class T, bool Lvalue>
+struct gather_elem_of {
+    using type = std::conditional_t<Lvalue, T &, T>;
+};
+template <bool Lvalue>
+struct gather_elem_of<void, Lvalue> {
+    using type = std::monostate;
+};
+template <class A>
+using gather_elem =
+    typename gather_elem_of<typename std::remove_cvref_t<A>::value_type, std::is_lvalue_reference_v<A>>::type;
+}  // namespace detail
+
+/// The future of afut::gather(f1, f2, ...): co_await (or result()) gives a std::tuple of the
+/// children's results, in argument order (see detail::gather_elem for each element's type).
+/// The first child that fails makes it throw that failure (the others keep running).
+template <class... E>
+class gathered : public future_base {
+public:
+    static gathered adopt(afut_t *g) noexcept {
+        gathered r;
+        r.f_ = g;
+        return r;
+    }
+    /// The tuple of results; throws the failure, or afut::error while pending.
+    std::tuple<E...> result() const {
+        (void)result_ptr();
+        return build(std::index_sequence_for<E...>{});
+    }
+
+private:
+    template <std::size_t... I>
+    std::tuple<E...> build(std::index_sequence<I...>) const {
+        return std::tuple<E...>(element<E>(I)...);
+    }
+    template <class X>
+    X element(std::size_t i) const {
+        if constexpr (std::is_same_v<X, std::monostate>) {
+            return {};
+        } else {
+            afut_t *c = afut_gather_child(f_, i);
+            void *v = nullptr;
+            afut_status_t rc = afut_result(c, &v);
+            if (rc != AFUT_OK) detail::throw_outcome(c, rc);
+            using T = std::remove_reference_t<X>;
+            if constexpr (std::is_lvalue_reference_v<X>) {
+                return *static_cast<T *>(v);
+            } else {
+                return T(std::move(*static_cast<T *>(v)));
+            }
+        }
+    }
+};
+
+/// asyncio.gather(f1, f2, ...) over typed futures and tasks: `auto [a, b] = co_await
+/// afut::gather(fa, fb);` Children of another loop or loop-less ones (executor jobs) are
+/// wrapped; the loop is the first child's, else the current loop.
+template <class... A>
+    requires(sizeof...(A) > 0 && (detail::typed_future<A> && ...))
+gathered<detail::gather_elem<A>...> gather(A &&...futs) {
+    afut_t *v[] = {futs.get()...};
+    afut_loop_t *l = nullptr;
+    for (afut_t *f : v)
+        if (!l) l = afut_get_loop(f);
+    afut_t *g = afut_gather(detail::need_loop(l, "afut::gather"), v, sizeof...(A), false);
+    if (!g) throw error(AFUT_ERR_INVALID_ARGUMENT, "afut_gather");
+    return gathered<detail::gather_elem<A>...>::adopt(g);
+}
+
+namespace detail {
+/// co_await on a typed gather: the raw awaiter, then the tuple.
+template <class... E>
+struct gathered_awaiter {
+    awaiter<void, 2> inner;
+    gathered<E...> g;
+    bool await_ready() const noexcept { return inner.await_ready(); }
+    template <task_promise P>
+    void await_suspend(std::coroutine_handle<P> h) {
+        inner.await_suspend(h);
+    }
+    std::tuple<E...> await_resume() {
+        (void)inner.await_resume();
+        return g.result();
+    }
+};
+}  // namespace detail
+
+template <class... E>
+detail::gathered_awaiter<E...> operator co_await(const gathered<E...> &g) {
+    return {{g, {}, nullptr}, g};
+}
+
+template <class... E>
+std::tuple<E...> loop::run_until_complete(const gathered<E...> &g) {
+    afut_status_t rc = afut_loop_run_until_complete(loop_, g.get());
+    if (rc == AFUT_ERR_INVALID_STATE || rc == AFUT_ERR_INVALID_ARGUMENT || rc == AFUT_ERR_LOOP_RUNNING ||
+        rc == AFUT_ERR_LOOP_CLOSED || rc == AFUT_ERR_PANIC)
+        throw error(rc, "afut_loop_run_until_complete");
+    return g.result();
 }
 
 }  // namespace afut

@@ -23,7 +23,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ALL=(hello hello_task hello_coro epoll_host libuv_host glib_host thread_pool echo_server asyncio_bridge)
+ALL=(hello hello_task hello_coro epoll_host libuv_host glib_host thread_pool executor virtual_time_test echo_server asyncio_bridge)
 OUT="$ROOT/target/examples"
 LIBDIR="${AFUT_LIB_DIR:-$ROOT/target/release}"
 INCDIR="${AFUT_INCLUDE_DIR:-$ROOT/include}"
@@ -114,6 +114,23 @@ compile() {
         "${LDFLAGS[@]}" "${extra_l[@]}"
 }
 
+# Command-line arguments of an example (one per line); may create its input files.
+args_for() {
+    case "$1" in
+        executor)
+            # Files of known contents (their FNV-1a hashes are in check_executor), and one
+            # that does not exist.
+            local d="$OUT/executor-data"
+            mkdir -p "$d"
+            printf 'hello\n' >"$d/small.txt"
+            : >"$d/empty"
+            yes afut | head -c 4194304 >"$d/big.bin"
+            rm -f "$d/missing"
+            printf '%s\n' "$d/big.bin" "$d/small.txt" "$d/missing" "$d/empty"
+            ;;
+    esac
+}
+
 # ---------------------------------------------------------------- checks
 # Each check_NAME reads the log ($1) and prints one line per problem.
 expect() { # expect LOG REGEX [COUNT]: REGEX (grep -E, whole line) matches COUNT lines (default: at least 1)
@@ -193,6 +210,23 @@ check_echo_server() {
     expect "$1" 'echo_server: signal received, shutting down' 1
 }
 
+check_executor() {
+    expect "$1" '#[1-4] .*/executor-data/big\.bin: 4194304 bytes, fnv1a-64 ee706adbeb79058f'
+    expect "$1" '#[1-4] .*/executor-data/small\.txt: 6 bytes, fnv1a-64 a9bc80cca21f28b3'
+    expect "$1" '#[1-4] .*/executor-data/empty: 0 bytes, fnv1a-64 cbf29ce484222325'
+    expect "$1" '#[1-4] failed: .*/executor-data/missing: No such file or directory \(errno 2\)'
+    local i
+    for i in 1 2 3 4; do expect "$1" "#$i .*" 1; done
+    expect "$1" 'executor: 4 files, 1 failed'
+}
+
+check_virtual_time_test() {
+    expect "$1" 'ok   recovers after 5 failures: 200 OK at t = 31 s after 6 attempts \([0-9.]+ ms of real time\)'
+    expect "$1" 'ok   times out hanging attempts: 200 OK at t = 23 s after 3 attempts \([0-9.]+ ms of real time\)'
+    expect "$1" 'ok   gives up after an hour: error: gave up after 20 attempts at t = 3511 s after 20 attempts \([0-9.]+ ms of real time\)'
+    expect "$1" '3 passed, 0 failed'
+}
+
 check_asyncio_bridge() {
     expect "$1" "awaited afut future: 'hello from a foreign thread' after [0-9.]+s"
     expect "$1" 'awaited afut future raised AfutError\(code=42\): code 42: the sensor is unplugged'
@@ -234,7 +268,8 @@ for name in "${names[@]}"; do
             failed=$((failed + 1)); failures+=("$name (build)")
             continue
         fi
-        cmd=("${RUNNER[@]}" "$OUT/$name")
+        mapfile -t args < <(args_for "$name")
+        cmd=("${RUNNER[@]}" "$OUT/$name" "${args[@]}")
         [ "$valgrind_mode" -eq 1 ] && cmd=(env AFUT_UNDER_VALGRIND=1 "${cmd[@]}")
     fi
     start=$(date +%s%N)

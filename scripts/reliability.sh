@@ -12,7 +12,8 @@
 #   valgrind   AFUT_C_VALGRIND=1 cargo test --test c_suite   (memcheck, definite leaks fail)
 #   tsan-<t>   AFUT_C_SANITIZE=thread AFUT_C_FILTER=<t> cargo test --test c_suite, for each
 #              multi-thread program present: test_threads, test_stress, test_host_fd,
-#              test_model (its thread phase), test_watchers
+#              test_model (its thread phase), test_watchers, test_executor (workers,
+#              shutdown races), test_virtual_time (submissions waking an auto-advance loop)
 #   tsan-rust-instrumented   only with AFUT_TSAN_RUST=1: the same programs under TSan with
 #              libafut itself instrumented (RUSTC_BOOTSTRAP=1 -Zsanitizer=thread; see below)
 #   fuzz       fuzz/run.sh $AFUT_FUZZ_SECONDS (libFuzzer; a gcc replay driver without clang)
@@ -125,7 +126,7 @@ fi
 tsan_supp="$root/scripts/tsan.supp"
 tsan_opts="halt_on_error=0:second_deadlock_stack=1"
 [ -f "$tsan_supp" ] && tsan_opts="$tsan_opts:suppressions=$tsan_supp"
-for t in test_threads test_stress test_host_fd test_model test_watchers; do
+for t in test_threads test_stress test_host_fd test_model test_watchers test_executor test_virtual_time; do
     if [ -f "c-tests/$t.c" ]; then
         # exitcode: TSan's own (66) makes the program, hence the suite, fail on any report.
         step "tsan-$t" tsan_figures env AFUT_C_SANITIZE=thread AFUT_C_FILTER="$t" \
@@ -154,7 +155,7 @@ void *__tsan_memcpy(void *d, const void *s, size_t n) { return memcpy(d, s, n); 
 void *__tsan_memmove(void *d, const void *s, size_t n) { return memmove(d, s, n); }
 void *__tsan_memset(void *d, int c, size_t n) { return memset(d, c, n); }
 SHIM
-    for t in test_threads test_stress test_host_fd test_model test_watchers; do
+    for t in test_threads test_stress test_host_fd test_model test_watchers test_executor test_virtual_time; do
         [ -f "c-tests/$t.c" ] || continue
         gcc -std=c11 -pthread -O1 -g -fsanitize=thread -Iinclude -Ic-tests "c-tests/$t.c" \
             "$dir/shim.c" "$lib" -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o "$dir/$t" || { rc=1; continue; }

@@ -54,6 +54,13 @@ pub struct afut_loop_t {
     _private: [u8; 0],
 }
 
+/// A thread-pool executor (concurrent.futures' `ThreadPoolExecutor`). Opaque; created by
+/// `afut_executor_new`, released by `afut_executor_free`.
+#[allow(non_camel_case_types)]
+pub struct afut_executor_t {
+    _private: [u8; 0],
+}
+
 /// A scheduled callback; 0 means none. Valid until it ran or was cancelled.
 #[allow(non_camel_case_types)]
 pub type afut_handle_t = u64;
@@ -72,6 +79,10 @@ pub type afut_done_fn = Option<unsafe extern "C" fn(fut: *mut afut_t, userdata: 
 /// `void (*)(afut_t *task, afut_t *awaited, void *userdata)`: a task's step (see `afut_task_new`).
 #[allow(non_camel_case_types)]
 pub type afut_step_fn = Option<unsafe extern "C" fn(task: *mut afut_t, awaited: *mut afut_t, userdata: *mut c_void)>;
+/// `void (*)(afut_t *fut, void *userdata)`: an executor job (see `afut_executor_submit`); it
+/// completes `fut`, borrowed for the call.
+#[allow(non_camel_case_types)]
+pub type afut_job_fn = Option<unsafe extern "C" fn(fut: *mut afut_t, userdata: *mut c_void)>;
 /// `void (*)(afut_loop_t *loop, const afut_error_context_t *context, void *userdata)`.
 #[allow(non_camel_case_types)]
 pub type afut_exception_handler_fn =
@@ -82,6 +93,7 @@ pub type CallbackFn = unsafe extern "C" fn(*mut c_void);
 pub type DoneFn = unsafe extern "C" fn(*mut afut_t, *mut c_void);
 pub type FreeFn = unsafe extern "C" fn(*mut c_void);
 pub type StepFn = unsafe extern "C" fn(*mut afut_t, *mut afut_t, *mut c_void);
+pub type JobFn = unsafe extern "C" fn(*mut afut_t, *mut c_void);
 pub type HandlerFn = unsafe extern "C" fn(*mut afut_loop_t, *const afut_error_context_t, *mut c_void);
 
 // ----- structs -----

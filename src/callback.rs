@@ -9,7 +9,7 @@
 use std::ffi::c_void;
 
 use crate::abi::{
-    CallbackFn, DoneFn, FreeFn, HandlerFn, StepFn, afut_error_context_t, afut_free_fn, afut_loop_t, afut_t,
+    CallbackFn, DoneFn, FreeFn, HandlerFn, JobFn, StepFn, afut_error_context_t, afut_free_fn, afut_loop_t, afut_t,
 };
 use crate::lock::assert_unlocked;
 
@@ -164,6 +164,15 @@ impl Handler {
         // until the call returns; no afut lock is held (asserted above in debug builds).
         unsafe { (self.func)(event_loop, context, self.data.ptr()) }
     }
+}
+
+/// Calls an executor job with its future's handle and its userdata.
+pub(crate) fn call_job(func: JobFn, fut: *mut afut_t, data: &Owned) {
+    assert_unlocked("an executor job");
+    // SAFETY: the caller's job function with the userdata it submitted, called once on a worker
+    // thread with no afut lock held (asserted above in debug builds); `fut` stays valid for the
+    // call (the executor holds a reference to it).
+    unsafe { func(fut, data.ptr()) }
 }
 
 #[cfg(test)]

@@ -134,7 +134,11 @@ fn hpp_compiles_with_clang() {
         let _ = writeln!(std::io::stderr(), "cpp_suite: SKIPPED hpp_compiles_with_clang: clang++ not found");
         return;
     }
-    for src in [manifest_dir().join("cpp-tests/test_hpp.cpp"), manifest_dir().join("examples/hello_coro.cpp")] {
+    for src in [
+        manifest_dir().join("cpp-tests/test_hpp.cpp"),
+        manifest_dir().join("cpp-tests/test_hpp_executor.cpp"),
+        manifest_dir().join("examples/hello_coro.cpp"),
+    ] {
         let out = Command::new("clang++")
             .args(["-std=c++20", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only"])
             .arg(format!("-I{}", manifest_dir().join("include").display()))

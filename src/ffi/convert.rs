@@ -1,16 +1,17 @@
 //! The opaque C handle types and every conversion between a C pointer and a Rust reference.
 //!
 //! `afut_t *` is the address of a `FutureInner` inside its `Arc` (from `Arc::into_raw`), and
-//! `afut_loop_t *` likewise for a `LoopInner`. Each live `afut_t *` the caller holds is one
-//! strong count. The functions here are the only places that turn those pointers back into
-//! references.
+//! `afut_loop_t *` likewise for a `LoopInner`; `afut_executor_t *` is a boxed `Executor`. Each
+//! live `afut_t *` the caller holds is one strong count. The functions here are the only places
+//! that turn those pointers back into references.
 
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
-use crate::abi::{afut_loop_t, afut_t};
+use crate::abi::{afut_executor_t, afut_loop_t, afut_t};
 use crate::futures::future::{Future, FutureInner, TAG_FINALIZING};
 use crate::runtime::eventloop::{Loop, LoopInner};
+use crate::tasks::executor::Executor;
 
 /// Borrows the caller's future without touching its count. `None` for NULL.
 ///
@@ -83,6 +84,30 @@ pub(crate) fn loop_into_raw(l: Loop) -> *mut afut_loop_t {
 pub(crate) unsafe fn loop_from_raw(p: *const afut_loop_t) -> Loop {
     // SAFETY: forwarded contract.
     Loop(unsafe { Arc::from_raw(p as *const LoopInner) })
+}
+
+/// Hands a new executor to C.
+pub(crate) fn executor_into_raw(ex: Executor) -> *mut afut_executor_t {
+    Box::into_raw(Box::new(ex)) as *mut afut_executor_t
+}
+
+/// Borrows the caller's executor. `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or a live `afut_executor_t *` (not yet passed to `afut_executor_free`), and
+/// stays so while the borrow is used.
+pub(crate) unsafe fn borrow_executor<'a>(p: *const afut_executor_t) -> Option<&'a Executor> {
+    // SAFETY: per the contract `p` came from `executor_into_raw` and is not freed yet.
+    unsafe { (p as *const Executor).as_ref() }
+}
+
+/// Takes back the owner's executor (`afut_executor_free`).
+///
+/// # Safety
+/// `p` is a live `afut_executor_t *` whose owner gives it up; no other call uses it any more.
+pub(crate) unsafe fn executor_from_raw(p: *mut afut_executor_t) -> Box<Executor> {
+    // SAFETY: forwarded contract: the box made by `executor_into_raw` comes back once.
+    unsafe { Box::from_raw(p as *mut Executor) }
 }
 
 /// Sets the calling thread's `errno`, which C reads after a failed call.

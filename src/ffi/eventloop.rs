@@ -5,7 +5,6 @@ use super::convert::*;
 use super::panic::{guard, guard_loop};
 use crate::abi::*;
 
-use crate::clock;
 use crate::futures::future::Future;
 use crate::runtime::eventloop::Loop;
 use crate::tasks::chain;
@@ -96,7 +95,7 @@ pub unsafe extern "C" fn afut_loop_is_closed(r#loop: *const afut_loop_t) -> bool
 }
 
 /// The loop's clock (asyncio `loop.time()`): monotonic seconds, the time base of
-/// `afut_loop_call_at`.
+/// `afut_loop_call_at`; with a virtual clock (`afut_loop_set_virtual_clock`), the virtual time.
 ///
 /// Thread: any. Bad input: NULL returns NaN.
 ///
@@ -104,7 +103,8 @@ pub unsafe extern "C" fn afut_loop_is_closed(r#loop: *const afut_loop_t) -> bool
 /// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn afut_loop_time(r#loop: *const afut_loop_t) -> f64 {
-    guard("afut_loop_time", f64::NAN, || if r#loop.is_null() { f64::NAN } else { clock::now() })
+    // SAFETY: NULL or a live loop (API contract).
+    guard("afut_loop_time", f64::NAN, || unsafe { borrow_loop(r#loop) }.map_or(f64::NAN, |l| l.time()))
 }
 
 /// Runs the loop until `fut` is done (asyncio `run_until_complete`). A loop-less `fut` is

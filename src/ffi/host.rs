@@ -22,7 +22,9 @@ use crate::callback::{Hook, Owned};
 /// timers. Other platforms have no pollable timer: there the host must also wait no longer
 /// than `afut_loop_timeout_ms` (which every host should do anyway). On a platform whose poller
 /// has no fd of its own (the `poll()` fallback), the fd is the loop's wakeup pipe, and a helper
-/// thread, started by the first call, raises it when a watched fd is ready.
+/// thread, started by the first call, raises it when a watched fd is ready. On a virtual clock
+/// (`afut_loop_set_virtual_clock`) a timer makes the fd readable once it is due; an
+/// auto-advance jump is announced by `afut_loop_timeout_ms` instead.
 ///
 /// Thread: any.
 /// Returns: the fd; -1 with `errno` = EINVAL for a NULL loop.
@@ -41,7 +43,9 @@ pub unsafe extern "C" fn afut_loop_fd(r#loop: *mut afut_loop_t) -> libc::c_int {
 
 /// How long a host may wait before calling `afut_loop_run_once`: -1 if nothing is scheduled
 /// (wait for the fd alone), 0 if work is ready now, else the milliseconds until the next timer,
-/// rounded up (a host that waits this long finds the timer due: never a busy spin).
+/// rounded up (a host that waits this long finds the timer due: never a busy spin). On a
+/// virtual clock: 0 if a timer is due, or, with auto-advance, while a finite timer is pending
+/// and no executor job holds the clock; else -1 (see `afut_loop_set_virtual_clock`).
 ///
 /// Thread: any.
 /// Bad input: NULL returns -1; so does a closed loop.

@@ -7,7 +7,6 @@ use super::convert::*;
 use super::panic::guard_loop;
 use crate::abi::*;
 use crate::callback::{Callback, Owned};
-use crate::clock;
 use crate::runtime::handles::Handle;
 
 fn schedule(
@@ -99,7 +98,9 @@ pub unsafe extern "C" fn afut_loop_call_later(
     userdata: *mut c_void,
     userdata_free: afut_free_fn,
 ) -> afut_handle_t {
-    let when = if delay_s.is_nan() { f64::NAN } else { clock::now() + delay_s };
+    // SAFETY: NULL or a live loop (API contract).
+    let now = unsafe { borrow_loop(r#loop) }.map_or(0.0, |l| l.time());
+    let when = if delay_s.is_nan() { f64::NAN } else { now + delay_s };
     schedule("afut_loop_call_later", r#loop, Some(when), cb, userdata, userdata_free)
 }
 

@@ -12,9 +12,8 @@
 
 use std::collections::VecDeque;
 use std::ffi::CStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Instant;
 
 use crate::lock::Mutex;
 
@@ -78,6 +77,36 @@ pub(crate) struct LoopInner {
     wakeup_hook: Mutex<Option<Arc<Hook>>>,
     /// Futures told when the loop closes (tasks), held weakly.
     watched: Mutex<Vec<Weak<FutureInner>>>,
+    /// `REAL_CLOCK`, or a virtual clock (`afut_loop_set_virtual_clock`): `VIRTUAL_MANUAL`,
+    /// `VIRTUAL_AUTO`.
+    clock_mode: AtomicU8,
+    /// The virtual clock's time (`f64` bits); written under `sched`.
+    virtual_now: AtomicU64,
+    /// Jobs of `run_in_executor` in flight ([`ClockHold`]): auto-advance waits for them.
+    clock_holds: AtomicUsize,
+}
+
+const REAL_CLOCK: u8 = 0;
+const VIRTUAL_MANUAL: u8 = 1;
+const VIRTUAL_AUTO: u8 = 2;
+
+/// Keeps an auto-advancing virtual clock from jumping while a job of `run_in_executor` runs
+/// (tokio does the same for `spawn_blocking`). Released through the loop's ready queue, so the
+/// release is itself ready work: the loop runs what the job's completion queued before it jumps.
+pub(crate) struct ClockHold(Loop);
+
+impl Drop for ClockHold {
+    fn drop(&mut self) {
+        let l = self.0.clone();
+        let release = Callback::rust(move || {
+            l.clock_holds.fetch_sub(1, Ordering::AcqRel);
+        });
+        if let Err((_, cb)) = self.0.schedule(release, None) {
+            // A closed loop: release at once.
+            drop(cb);
+            self.0.clock_holds.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// A reference to a loop.
@@ -93,10 +122,20 @@ impl std::ops::Deref for Loop {
 }
 
 /// How long to wait for the next timer, capped by `max_wait_ms` (-1: no cap); the ready queue
-/// is known to be empty.
-fn timers_budget(s: &mut Sched, max_wait_ms: i32) -> i32 {
+/// is known to be empty. With a virtual clock: 0 when a timer is due or auto-advance will jump
+/// to one, else no timer limit (waiting in real time never makes a virtual timer due: only
+/// `advance_time` or work from another thread, which wakes the wait, can).
+fn timers_budget(inner: &LoopInner, s: &mut Sched, max_wait_ms: i32) -> i32 {
     let Sched { timers, handles, .. } = s;
-    match timers.next_deadline(handles).and_then(clock::ms_until) {
+    let next = timers.next_deadline(handles);
+    let budget = match inner.virtual_time() {
+        None => next.and_then(clock::ms_until),
+        Some(now) => match next {
+            Some(d) if d <= now || (d.is_finite() && inner.may_jump()) => Some(0),
+            _ => None,
+        },
+    };
+    match budget {
         None => max_wait_ms,
         Some(t) if max_wait_ms < 0 => t,
         Some(t) => t.min(max_wait_ms),
@@ -133,6 +172,9 @@ impl Loop {
             handler: Mutex::new(None),
             wakeup_hook: Mutex::new(None),
             watched: Mutex::new(Vec::new()),
+            clock_mode: AtomicU8::new(REAL_CLOCK),
+            virtual_now: AtomicU64::new(0),
+            clock_holds: AtomicUsize::new(0),
         })))
     }
 
@@ -201,7 +243,16 @@ impl Loop {
                 let earliest = timers.next_deadline(handles).is_none_or(|d| w < d);
                 timers.push(w, handle);
                 if earliest && w != f64::INFINITY && self.waiter_elsewhere() {
-                    self.0.wake.arm_timer(Some(w));
+                    match self.virtual_time() {
+                        None => self.0.wake.arm_timer(Some(w)),
+                        // A virtual timer is work once due; and a loop running on another
+                        // thread with auto-advance must wake to jump to it.
+                        Some(now) if w <= now || (self.may_jump() && self.is_running()) => {
+                            drop(s);
+                            self.signal();
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
         }
@@ -260,8 +311,8 @@ impl Loop {
             let work = {
                 let mut s = self.0.sched.lock();
                 let Sched { timers, handles, ready, .. } = &mut *s;
-                self.0.wake.arm_timer(timers.next_deadline(handles));
-                !ready.is_empty()
+                let due = self.arm_for_host(timers.next_deadline(handles));
+                !ready.is_empty() || due
             };
             if work {
                 self.signal();
@@ -279,7 +330,7 @@ impl Loop {
     }
 
     /// `afut_loop_timeout_ms`: -1 nothing scheduled, 0 work ready, else ms to the next timer
-    /// rounded up.
+    /// rounded up (virtual clock: see [`timers_budget`]).
     pub(crate) fn timeout_ms(&self) -> i32 {
         if self.is_closed() {
             return -1;
@@ -288,11 +339,84 @@ impl Loop {
         if !s.ready.is_empty() {
             return 0;
         }
-        let Sched { timers, handles, .. } = &mut *s;
-        match timers.next_deadline(handles) {
-            None => -1,
-            Some(d) => clock::ms_until(d).unwrap_or(-1),
+        timers_budget(&self.0, &mut s, -1)
+    }
+
+    /// Points the timerfd at the next deadline `next` (for hosts, and for waits on other
+    /// threads). A virtual clock never arms it; the result then says whether a timer is due,
+    /// which is work the caller must signal.
+    fn arm_for_host(&self, next: Option<f64>) -> bool {
+        match self.virtual_time() {
+            None => {
+                self.0.wake.arm_timer(next);
+                false
+            }
+            Some(now) => next.is_some_and(|d| d <= now),
         }
+    }
+
+    // ----- the clock -----
+
+    /// `afut_loop_time`: the real monotonic clock, or the virtual one.
+    pub(crate) fn time(&self) -> f64 {
+        self.virtual_time().unwrap_or_else(clock::now)
+    }
+
+    /// `afut_loop_set_virtual_clock`: refused while a live timer exists. The first switch
+    /// starts the clock at 0; a later one only changes `auto_advance`.
+    pub(crate) fn set_virtual_clock(&self, auto_advance: bool) -> afut_status_t {
+        let running = self.0.running.load(Ordering::Acquire);
+        if running != 0 && running != thread_token() {
+            return AFUT_ERR_WRONG_THREAD;
+        }
+        let mut s = self.0.sched.lock();
+        if self.0.closed_under(&s) {
+            return AFUT_ERR_LOOP_CLOSED;
+        }
+        let Sched { timers, handles, .. } = &mut *s;
+        if timers.next_deadline(handles).is_some() {
+            return AFUT_ERR_INVALID_STATE;
+        }
+        if self.0.clock_mode.load(Ordering::Acquire) == REAL_CLOCK {
+            // Only dead entries are left: drop them, and the timerfd they may have armed.
+            timers.clear();
+            self.0.wake.arm_timer(None);
+            self.0.virtual_now.store(0f64.to_bits(), Ordering::Release);
+        }
+        let mode = if auto_advance { VIRTUAL_AUTO } else { VIRTUAL_MANUAL };
+        self.0.clock_mode.store(mode, Ordering::Release);
+        AFUT_OK
+    }
+
+    /// `afut_loop_advance_time`: moves a virtual clock forward; timers due then run in the
+    /// next iteration (a loop or host waiting elsewhere is woken for them).
+    pub(crate) fn advance_time(&self, seconds: f64) -> afut_status_t {
+        if !(seconds >= 0.0 && seconds.is_finite()) {
+            return AFUT_ERR_INVALID_ARGUMENT;
+        }
+        if self.virtual_time().is_none() {
+            return AFUT_ERR_INVALID_STATE;
+        }
+        let due = {
+            let mut s = self.0.sched.lock();
+            if self.0.closed_under(&s) {
+                return AFUT_ERR_LOOP_CLOSED;
+            }
+            let now = self.virtual_time().unwrap_or(0.0) + seconds;
+            self.0.virtual_now.store(now.to_bits(), Ordering::Release);
+            let Sched { timers, handles, .. } = &mut *s;
+            timers.next_deadline(handles).is_some_and(|d| d <= now)
+        };
+        if due {
+            self.notify();
+        }
+        AFUT_OK
+    }
+
+    /// Holds an auto-advancing virtual clock until the returned guard is dropped.
+    pub(crate) fn hold_clock(&self) -> ClockHold {
+        self.0.clock_holds.fetch_add(1, Ordering::AcqRel);
+        ClockHold(self.clone())
     }
 
     // ----- running (the loop's thread) -----
@@ -396,7 +520,7 @@ impl Loop {
         let mut polled = false;
         let mut s = inner.sched.lock();
         if max_wait_ms != 0 && s.ready.is_empty() && !inner.stopping.load(Ordering::Acquire) {
-            let mut timeout = timers_budget(&mut s, max_wait_ms);
+            let mut timeout = timers_budget(inner, &mut s, max_wait_ms);
             if timeout != 0 {
                 drop(s);
                 if !host && inner.wake.is_signalled() {
@@ -441,11 +565,28 @@ impl Loop {
             // The clock is read only when a timer is involved.
             let armed = inner.wake.armed_deadline();
             if timers.len() > 0 || armed.is_finite() {
-                let now = clock::now();
-                if armed <= now {
-                    // The timerfd fired (or is about to): clear it, or it stays readable.
-                    inner.wake.consume_timer();
-                }
+                let now = match inner.virtual_time() {
+                    None => {
+                        let now = clock::now();
+                        if armed <= now {
+                            // The timerfd fired (or is about to): clear it, or it stays readable.
+                            inner.wake.consume_timer();
+                        }
+                        now
+                    }
+                    Some(now) => {
+                        // Auto-advance: nothing ready (work from other threads is in `ready`
+                        // by now) and no timer due: jump exactly to the next deadline.
+                        let idle = ready.is_empty() && !inner.stopping.load(Ordering::Acquire);
+                        match timers.next_deadline(handles) {
+                            Some(d) if idle && d > now && d.is_finite() && inner.may_jump() => {
+                                inner.virtual_now.store(d.to_bits(), Ordering::Release);
+                                d
+                            }
+                            _ => now,
+                        }
+                    }
+                };
                 timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
             }
             // The batch is the ready queue; an empty buffer becomes the new one.
@@ -463,7 +604,8 @@ impl Loop {
         let debug = inner.debug.load(Ordering::Acquire);
         let mut ran = 0;
         while let Some(item) = batch.pop_front() {
-            let started = debug.then(Instant::now);
+            // Timed on the loop's clock, as asyncio does (a virtual clock included).
+            let started = debug.then(|| self.time());
             let what = match item {
                 Item::Call(h) => {
                     let entry = inner.sched.lock().handles.remove(h);
@@ -487,7 +629,7 @@ impl Loop {
             };
             ran += 1;
             if let (Some(t), Some(what)) = (started, what) {
-                let took = t.elapsed().as_secs_f64();
+                let took = self.time() - t;
                 if took >= SLOW_CALLBACK_S {
                     let msg =
                         std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds")).unwrap_or_default();
@@ -505,8 +647,8 @@ impl Loop {
                 // Keep the fd exact for hosts: the timerfd armed for the next deadline
                 // (under the lock, like every arm), and readable while work is left.
                 let Sched { timers, handles, ready, .. } = &mut *s;
-                inner.wake.arm_timer(timers.next_deadline(handles));
-                !ready.is_empty()
+                let due = self.arm_for_host(timers.next_deadline(handles));
+                !ready.is_empty() || due
             } else {
                 false
             }
@@ -535,7 +677,7 @@ impl Loop {
         if !s.ready.is_empty() {
             return 0;
         }
-        timers_budget(&mut s, max_wait_ms)
+        timers_budget(&self.0, &mut s, max_wait_ms)
     }
 
     /// `afut_loop_close`: refuses while running; drops everything queued (each userdata freed
@@ -649,6 +791,17 @@ impl LoopInner {
 
     pub(crate) fn is_freed(&self) -> bool {
         self.freed.load(Ordering::Acquire)
+    }
+
+    /// The virtual clock's time, None on a real clock.
+    fn virtual_time(&self) -> Option<f64> {
+        (self.clock_mode.load(Ordering::Acquire) != REAL_CLOCK)
+            .then(|| f64::from_bits(self.virtual_now.load(Ordering::Acquire)))
+    }
+
+    /// Auto-advance is on and no executor job holds the clock.
+    fn may_jump(&self) -> bool {
+        self.clock_mode.load(Ordering::Acquire) == VIRTUAL_AUTO && self.clock_holds.load(Ordering::Acquire) == 0
     }
 
     /// Work was queued (the `sched` lock is released): wake whoever may be waiting for it.

@@ -22,6 +22,18 @@ pub(crate) fn wrap_future(event_loop: &Loop, source: &Future) -> Future {
     if event_loop.owns(source) {
         return source.clone();
     }
+    wrap(event_loop, source, None)
+}
+
+/// A wrapper that `source` holds strongly until it is done (as asyncio's chain does), for a
+/// source that is sure to complete (an executor job): the wrapper's callbacks run even if
+/// nobody else holds it. `guard` is dropped once the copy is queued on the loop, or once it is
+/// known that none will be. `source` is not bound to `event_loop`.
+pub(crate) fn wrap_future_held(event_loop: &Loop, source: &Future, guard: impl Send + 'static) -> Future {
+    wrap(event_loop, source, Some(Box::new(guard)))
+}
+
+fn wrap(event_loop: &Loop, source: &Future, held: Option<Box<dyn Send>>) -> Future {
     let dest = Future::new(Some(event_loop.link()));
 
     // wrapper cancelled -> cancel the source.
@@ -34,12 +46,14 @@ pub(crate) fn wrap_future(event_loop: &Loop, source: &Future) -> Future {
 
     // source done -> copy onto the wrapper, on the wrapper's loop.
     let weak_dest = dest.downgrade();
+    let strong_dest = held.is_some().then(|| dest.clone());
     let target_loop = event_loop.clone();
     let copy = DoneCb::rust(next_token(), move |s: &Future| {
-        let Some(dest) = weak_dest.upgrade().map(Future) else { return };
+        let Some(dest) = strong_dest.or_else(|| weak_dest.upgrade().map(Future)) else { return };
         let s = s.clone();
         // A closed target loop drops the copy silently (asyncio 3.13 does the same).
         let _ = target_loop.schedule(Callback::rust(move || dest.mirror(&s)), None);
+        drop(held);
     });
     if let Err((_, cb)) = source.add_done_callback(copy) {
         // The source's own loop is closed: copy straight away through the target loop.

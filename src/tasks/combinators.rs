@@ -16,7 +16,6 @@ use crate::lock::Mutex;
 
 use crate::abi::*;
 use crate::callback::{Callback, Owned};
-use crate::clock;
 use crate::futures::done::next_token;
 use crate::futures::future::{Behaviour, DoneCb, Exception, ExceptionView, Future, FutureInner};
 use crate::runtime::eventloop::Loop;
@@ -335,7 +334,7 @@ pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Futur
             w.inner.cancel(None);
         }
     });
-    if let Ok(h) = event_loop.schedule(expire, Some(clock::now() + timeout_s)) {
+    if let Ok(h) = event_loop.schedule(expire, Some(event_loop.time() + timeout_s)) {
         *w.timer.lock() = Some(h);
     }
     outer
@@ -568,7 +567,7 @@ pub(crate) fn wait_many(event_loop: &Loop, futs: &[Future], timeout_s: f64, retu
                 wait_finish(&outer); // W4: no TimeoutError, nothing cancelled
             }
         });
-        if let Ok(h) = event_loop.schedule(expire, Some(clock::now() + timeout_s.max(0.0))) {
+        if let Ok(h) = event_loop.schedule(expire, Some(event_loop.time() + timeout_s.max(0.0))) {
             w.state.lock().timer = Some(h);
         }
     }
@@ -641,7 +640,8 @@ pub(crate) fn as_completed(event_loop: &Loop, futs: &[Future], timeout_s: f64) -
     }
     if timeout_s != f64::INFINITY && !members.is_empty() {
         let s = state.clone();
-        if let Ok(h) = event_loop.schedule(Callback::rust(move || s.expire()), Some(clock::now() + timeout_s.max(0.0)))
+        if let Ok(h) =
+            event_loop.schedule(Callback::rust(move || s.expire()), Some(event_loop.time() + timeout_s.max(0.0)))
         {
             state.state.lock().timer = Some(h);
         }

@@ -6,7 +6,6 @@
 
 use crate::abi::*;
 use crate::callback::{Callback, Owned};
-use crate::clock;
 use crate::futures::done::next_token;
 use crate::futures::future::{DoneCb, Future};
 use crate::runtime::eventloop::Loop;
@@ -29,7 +28,7 @@ pub(crate) fn sleep(event_loop: &Loop, delay_s: f64, value: Owned) -> Result<Fut
             let _ = target.set_result(v);
         }
     });
-    let when = if delay_s <= 0.0 { None } else { Some(clock::now() + delay_s) };
+    let when = if delay_s <= 0.0 { None } else { Some(event_loop.time() + delay_s) };
     let handle = match event_loop.schedule(fire, when) {
         Ok(h) => h,
         Err((status, cb)) => {
