@@ -80,7 +80,7 @@
  *   Scheduling      afut_loop_call_soon, afut_loop_call_soon_threadsafe, afut_loop_call_later,
  *                   afut_loop_call_at, afut_loop_cancel
  *   Host loops      afut_loop_fd, afut_loop_timeout_ms, afut_loop_run_once,
- *                   afut_loop_set_wakeup_fn
+ *                   afut_loop_set_wakeup_fn, afut_loop_fork
  *   I/O watchers    afut_loop_add_reader, afut_loop_add_writer, afut_loop_remove_reader,
  *                   afut_loop_remove_writer
  *   Futures         afut_new, afut_loop_create_future, afut_ref, afut_unref, afut_set_result,
@@ -503,6 +503,30 @@ afut_status_t afut_loop_run_once(afut_loop_t *loop, int timeout_ms, size_t *ran_
 // `wakeup` is NULL or a function with the documented signature, callable as this documentation says.
 // `userdata_free` is NULL or a function with the documented signature, callable as this documentation says.
 void afut_loop_set_wakeup_fn(afut_loop_t *loop, afut_callback_fn wakeup, void *userdata, afut_free_fn userdata_free);
+
+// Gives a loop inherited through `fork()` kernel objects of its own, in the child (libuv's
+// `uv_loop_fork`). After `fork()` the parent and the child share the loop's poller, its
+// wakeup signal and its timer fd: the child could consume the parent's timer expiry or
+// wakeups, and leave the parent's host fd silent. Call this in the child before it uses the
+// loop again: fresh objects are put behind the same fd numbers (so `afut_loop_fd` keeps its
+// value), watched fds are registered anew, the timer is re-armed for the next deadline, and
+// the fd is made readable if work is ready. The parent needs nothing.
+//
+// Everything else is inherited as `fork()` copies memory: futures, callbacks, timers and
+// watchers. The usual rule of forking a multi-threaded process applies: only the calling
+// thread exists in the child, so a loop the parent ran on another thread, or futures other
+// threads were completing, must not be used in the child.
+//
+// Thread: the child's only thread, while the loop is not running.
+// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_RUNNING` from inside a callback of the loop;
+// `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_OS` with `errno` set if a system call failed, or with
+// `errno` = `ENOTSUP` where the poller is not a kernel object the loop can renew (only the
+// Linux epoll backend supports this today; elsewhere create a new loop in the child).
+// Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+//
+// # Safety
+// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+afut_status_t afut_loop_fork(afut_loop_t *loop);
 
 // Watches `fd` for reading (asyncio `loop.add_reader`): `cb(userdata)` runs on the loop's
 // thread, through its ready queue, once in every iteration in which `fd` is readable, until

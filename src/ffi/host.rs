@@ -126,3 +126,46 @@ pub unsafe extern "C" fn afut_loop_set_wakeup_fn(
         l.set_wakeup_hook(wakeup.map(|w| Hook::new(w, data)));
     })
 }
+
+/// Gives a loop inherited through `fork()` kernel objects of its own, in the child (libuv's
+/// `uv_loop_fork`). After `fork()` the parent and the child share the loop's poller, its
+/// wakeup signal and its timer fd: the child could consume the parent's timer expiry or
+/// wakeups, and leave the parent's host fd silent. Call this in the child before it uses the
+/// loop again: fresh objects are put behind the same fd numbers (so `afut_loop_fd` keeps its
+/// value), watched fds are registered anew, the timer is re-armed for the next deadline, and
+/// the fd is made readable if work is ready. The parent needs nothing.
+///
+/// Everything else is inherited as `fork()` copies memory: futures, callbacks, timers and
+/// watchers. The usual rule of forking a multi-threaded process applies: only the calling
+/// thread exists in the child, so a loop the parent ran on another thread, or futures other
+/// threads were completing, must not be used in the child.
+///
+/// Thread: the child's only thread, while the loop is not running.
+/// Returns: `AFUT_OK`; `AFUT_ERR_LOOP_RUNNING` from inside a callback of the loop;
+/// `AFUT_ERR_LOOP_CLOSED`; `AFUT_ERR_OS` with `errno` set if a system call failed, or with
+/// `errno` = `ENOTSUP` where the poller is not a kernel object the loop can renew (only the
+/// Linux epoll backend supports this today; elsewhere create a new loop in the child).
+/// Bad input: NULL returns `AFUT_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn afut_loop_fork(r#loop: *mut afut_loop_t) -> afut_status_t {
+    // SAFETY: NULL or a live loop (API contract).
+    let Some(l) = (unsafe { borrow_loop(r#loop) }) else { return AFUT_ERR_INVALID_ARGUMENT };
+    guard_loop("afut_loop_fork", &l, AFUT_ERR_PANIC, || {
+        if l.is_running() {
+            return AFUT_ERR_LOOP_RUNNING;
+        }
+        if l.is_closed() {
+            return AFUT_ERR_LOOP_CLOSED;
+        }
+        match l.renew_after_fork() {
+            Ok(()) => AFUT_OK,
+            Err(e) => {
+                set_errno(e.raw_os_error().unwrap_or(libc::ENOTSUP));
+                AFUT_ERR_OS
+            }
+        }
+    })
+}

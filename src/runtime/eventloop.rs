@@ -323,6 +323,28 @@ impl Loop {
         self.0.wake.fd()
     }
 
+    /// `afut_loop_fork`: in a child after `fork()`, fresh kernel objects behind the loop's
+    /// fds, registered again, with the timer re-armed and the signal raised if work is ready.
+    pub(crate) fn renew_after_fork(&self) -> Result<(), std::io::Error> {
+        if self.is_running() {
+            return Err(std::io::Error::from(std::io::ErrorKind::ResourceBusy));
+        }
+        let interests = self.0.io.interests();
+        self.0.wake.renew_after_fork(&interests)?;
+        if self.0.host_mode.load(Ordering::Acquire) {
+            let work = {
+                let mut s = self.0.sched.lock();
+                let Sched { timers, handles, ready, .. } = &mut *s;
+                let due = self.arm_for_host(timers.next_deadline(handles));
+                !ready.is_empty() || due
+            };
+            if work {
+                self.signal();
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn set_wakeup_hook(&self, hook: Option<Hook>) {
         let old = std::mem::replace(&mut *self.0.wakeup_hook.lock(), hook.map(Arc::new));
         self.0.host_mode.store(true, Ordering::Release);

@@ -508,6 +508,56 @@ impl Wakeup {
         self.armed.store(f64::INFINITY.to_bits(), Ordering::Release);
     }
 
+    /// After `fork()`, in the child: the poller, the signal fd and the timer fd are kernel
+    /// objects the child shares with its parent (a write or a read in one is seen by the other).
+    /// This creates fresh ones and puts them behind the same fd numbers (`dup3`), so that the
+    /// fd a host watches stays the same, then registers the signal, the timer and every
+    /// watched fd (`interests`) in the fresh poller. The timer is left disarmed and the signal
+    /// lowered: the caller re-arms and re-signals from the loop's own state.
+    ///
+    /// Only where the poller is a kernel object of its own the loop can wait on directly
+    /// (Linux epoll); elsewhere `Unsupported`.
+    #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+    pub(crate) fn renew_after_fork(&self, interests: &[(RawFd, bool, bool)]) -> io::Result<()> {
+        fn replace(fresh: libc::c_int, old: RawFd) -> io::Result<()> {
+            let fresh = owned(fresh)?;
+            // SAFETY: both fds are open; dup3 atomically makes `old` refer to the fresh object
+            // (closing the inherited one in this process only); `fresh` is then closed.
+            check(unsafe { libc::dup3(fresh.as_raw_fd(), old, libc::O_CLOEXEC) })?;
+            Ok(())
+        }
+        let sh = &self.shared;
+        // SAFETY: plain system calls with constant arguments; each result is checked.
+        replace(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }, sh.poller.as_raw_fd())?;
+        // SAFETY: as above.
+        replace(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) }, sh.signal_rx.as_raw_fd())?;
+        replace(
+            // SAFETY: as above.
+            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) },
+            sh.timer.as_raw_fd(),
+        )?;
+        // SAFETY: the signal and timer fds are ours and stay open as long as the poller.
+        unsafe {
+            sh.poller.add_with_mode(&sh.signal_rx, Event::readable(SIGNAL_KEY), PollMode::Level)?;
+            sh.poller.add_with_mode(&sh.timer, Event::readable(TIMER_KEY), PollMode::Level)?;
+        }
+        for &(fd, readable, writable) in interests {
+            // SAFETY: as in `register`: the application keeps its watched fds open.
+            unsafe { sh.poller.add_with_mode(fd, Event::new(fd as usize, readable, writable), PollMode::Level)? };
+        }
+        sh.signalled.lower();
+        sh.writes.store(0, Ordering::Release);
+        self.consumed.store(0, Ordering::Relaxed);
+        self.armed.store(f64::INFINITY.to_bits(), Ordering::Release);
+        self.signal_seen.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+    pub(crate) fn renew_after_fork(&self, _interests: &[(RawFd, bool, bool)]) -> io::Result<()> {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+
     // ----- watched fds -----
 
     /// Whether `fd` may be watched: open (else EBADF), and not a regular file or a directory

@@ -96,6 +96,13 @@ pub(crate) struct AddError {
 }
 
 impl Watchers {
+    /// Every watched fd with its interests (reader, writer), to register them anew in a fresh
+    /// poller (after `fork`).
+    pub(crate) fn interests(&self) -> Vec<(RawFd, bool, bool)> {
+        let t = self.table.lock();
+        t.slots.iter().map(|(&fd, s)| (fd, s.reader.is_some(), s.writer.is_some())).collect()
+    }
+
     /// Queues the watchers of the fds the last collecting wait found ready: for each fd its
     /// reader (if readable), then its writer (if writable).
     pub(crate) fn dispatch(&self, wake: &Wakeup, mut push: impl FnMut(Arc<Watcher>)) {
