@@ -10,7 +10,8 @@
 
 use std::ops::{Deref, DerefMut};
 
-#[cfg(debug_assertions)]
+// Not under loom: its threads share the OS thread's thread-locals, and the loom tests run no C.
+#[cfg(all(debug_assertions, not(loom)))]
 mod held {
     use std::cell::Cell;
 
@@ -35,19 +36,15 @@ pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
 pub(crate) struct Guard<'a, T>(parking_lot::MutexGuard<'a, T>);
 
 impl<T> Mutex<T> {
-    pub(crate) fn new(value: T) -> Self {
+    pub(crate) const fn new(value: T) -> Self {
         Mutex(parking_lot::Mutex::new(value))
     }
 
     pub(crate) fn lock(&self) -> Guard<'_, T> {
         let guard = self.0.lock();
-        #[cfg(debug_assertions)]
+        #[cfg(all(debug_assertions, not(loom)))]
         held::add(1);
         Guard(guard)
-    }
-
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut()
     }
 }
 
@@ -61,7 +58,7 @@ impl<'a, T> Guard<'a, T> {
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        #[cfg(debug_assertions)]
+        #[cfg(all(debug_assertions, not(loom)))]
         held::add(-1);
     }
 }
@@ -82,9 +79,9 @@ impl<T> DerefMut for Guard<'_, T> {
 
 /// How many afut locks the calling thread holds (always 0 in release builds).
 pub(crate) fn held() -> u32 {
-    #[cfg(debug_assertions)]
+    #[cfg(all(debug_assertions, not(loom)))]
     return held::count();
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(all(debug_assertions, not(loom))))]
     0
 }
 
@@ -103,7 +100,7 @@ pub(crate) fn assert_unlocked(what: &str) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -1,10 +1,10 @@
-//! Done-callbacks: what `afut_add_done_callback` registers, and the list a pending future
-//! keeps them in.
+//! Done-callbacks: what `afut_add_done_callback` registers (a future keeps them in its state
+//! word, see `futures::state`).
 //!
 //! The types are generic over the future they are called with (`F`, always
 //! [`crate::futures::future::Future`] in practice), so that this module needs nothing from
-//! the future's own module: the future owns its callback list, the list knows only how to
-//! call a callback with "some future that has a C handle".
+//! the future's own module: a callback knows only how to call itself with "some future that
+//! has a C handle".
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,112 +90,9 @@ impl<F: HasHandle> DoneCallback<F> {
     }
 }
 
-/// A future's done-callbacks in registration order. The first one is stored inline, so a
-/// future with one callback needs no allocation beyond its own.
-#[derive(Default)]
-pub(crate) enum CallbackList<F> {
-    #[default]
-    Empty,
-    One(DoneCallback<F>),
-    Many(Vec<DoneCallback<F>>),
-}
-
-impl<F> CallbackList<F> {
-    pub(crate) fn push(&mut self, cb: DoneCallback<F>) {
-        match self {
-            CallbackList::Many(v) => v.push(cb),
-            // Empty owns nothing: forgetting it skips its drop glue.
-            CallbackList::Empty => std::mem::forget(std::mem::replace(self, CallbackList::One(cb))),
-            CallbackList::One(_) => {
-                let CallbackList::One(first) = std::mem::take(self) else { unreachable!() };
-                *self = CallbackList::Many(vec![first, cb]);
-            }
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            CallbackList::Empty => 0,
-            CallbackList::One(_) => 1,
-            CallbackList::Many(v) => v.len(),
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Moves out the entries matching `pred`, keeping the others in order.
-    pub(crate) fn extract(&mut self, pred: impl Fn(&DoneCallback<F>) -> bool) -> Vec<DoneCallback<F>> {
-        let mut removed = Vec::new();
-        let mut kept = CallbackList::Empty;
-        for cb in std::mem::take(self) {
-            if pred(&cb) { removed.push(cb) } else { kept.push(cb) }
-        }
-        *self = kept;
-        removed
-    }
-}
-
-impl<F> IntoIterator for CallbackList<F> {
-    type Item = DoneCallback<F>;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<DoneCallback<F>>, std::vec::IntoIter<DoneCallback<F>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        match self {
-            CallbackList::Empty => None.into_iter().chain(Vec::new()),
-            CallbackList::One(cb) => Some(cb).into_iter().chain(Vec::new()),
-            CallbackList::Many(v) => None.into_iter().chain(v),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    struct Fake;
-    impl HasHandle for Fake {
-        fn handle(&self) -> *mut afut_t {
-            std::ptr::null_mut()
-        }
-    }
-
-    fn counting(token: u64, log: &Arc<parking_lot::Mutex<Vec<u64>>>) -> DoneCallback<Fake> {
-        let log = log.clone();
-        DoneCallback::rust(token, move |_| log.lock().push(token))
-    }
-
-    #[test]
-    fn list_keeps_registration_order_and_extracts_in_place() {
-        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let mut list = CallbackList::default();
-        assert!(list.is_empty());
-        for t in 1..=5 {
-            list.push(counting(t, &log));
-        }
-        assert_eq!(list.len(), 5);
-        let removed = list.extract(|cb| cb.has_token(2) || cb.has_token(4));
-        assert_eq!(removed.len(), 2);
-        assert_eq!(list.len(), 3);
-        for cb in list {
-            cb.run(&Fake);
-        }
-        assert_eq!(*log.lock(), vec![1, 3, 5]);
-        drop(removed); // never run
-        assert_eq!(*log.lock(), vec![1, 3, 5]);
-    }
-
-    #[test]
-    fn one_entry_stays_inline_and_extracting_it_empties_the_list() {
-        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let mut list = CallbackList::default();
-        list.push(counting(7, &log));
-        assert!(matches!(list, CallbackList::One(_)));
-        assert_eq!(list.extract(|cb| cb.has_token(7)).len(), 1);
-        assert!(matches!(list, CallbackList::Empty));
-    }
 
     #[test]
     fn tokens_are_unique() {

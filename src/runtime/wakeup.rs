@@ -13,15 +13,17 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::clock;
+use crate::runtime::queue::Flag;
 
 pub(crate) struct Wakeup {
     epoll: OwnedFd,
     event: OwnedFd,
     timer: OwnedFd,
-    signalled: AtomicBool,
+    /// The coalescing flag (its protocol with the queues: `runtime::queue`).
+    signalled: Flag,
     /// The deadline the timerfd is armed for (f64 bits), `INFINITY` when disarmed.
     armed: AtomicU64,
 }
@@ -50,13 +52,7 @@ impl Wakeup {
             // SAFETY: both fds are open and owned by this struct; `ev` is a valid event.
             check(unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })?;
         }
-        Ok(Wakeup {
-            epoll,
-            event,
-            timer,
-            signalled: AtomicBool::new(false),
-            armed: AtomicU64::new(f64::INFINITY.to_bits()),
-        })
+        Ok(Wakeup { epoll, event, timer, signalled: Flag::default(), armed: AtomicU64::new(f64::INFINITY.to_bits()) })
     }
 
     /// The pollable fd handed to hosts.
@@ -67,9 +63,7 @@ impl Wakeup {
     /// Raises the signal. True if this call made the idle -> signalled transition (and so
     /// wrote the eventfd); false if it was already signalled (coalesced).
     pub(crate) fn signal(&self) -> bool {
-        // A plain load first: while the loop has not consumed the last signal, producers only
-        // read the flag's cache line instead of writing it.
-        if self.signalled.load(Ordering::Acquire) || self.signalled.swap(true, Ordering::AcqRel) {
+        if !self.signalled.raise() {
             return false;
         }
         let one: u64 = 1;
@@ -85,26 +79,26 @@ impl Wakeup {
     }
 
     pub(crate) fn is_signalled(&self) -> bool {
-        self.signalled.load(Ordering::Acquire)
+        self.signalled.is_raised()
     }
 
     /// Consumes a raised signal: drain the eventfd first, then clear the flag, so that a
     /// signal raised in between is never lost (its item is taken by the caller's next queue
     /// take, which happens after this returns).
     pub(crate) fn clear(&self) {
-        if !self.signalled.load(Ordering::Acquire) {
+        if !self.signalled.is_raised() {
             return;
         }
         let mut buf: u64 = 0;
         // SAFETY: reads at most 8 bytes into a live u64 from our own non-blocking eventfd.
         unsafe { libc::read(self.event.as_raw_fd(), (&raw mut buf).cast(), 8) };
-        self.signalled.store(false, Ordering::Release);
+        self.signalled.lower();
     }
 
     /// Lowers the flag without touching the eventfd (a standalone loop about to sleep: from
     /// now on producers write again; the loop drains the eventfd only once a wait returned).
     pub(crate) fn lower(&self) {
-        self.signalled.store(false, Ordering::Release);
+        self.signalled.lower();
     }
 
     /// Reads the eventfd (after a wait returned), leaving the flag as it is.

@@ -36,7 +36,7 @@ pub(crate) fn wrap_future(event_loop: &Loop, source: &Future) -> Future {
     let weak_dest = dest.downgrade();
     let target_loop = event_loop.clone();
     let copy = DoneCb::rust(next_token(), move |s: &Future| {
-        let Some(dest) = weak_dest.upgrade().map(Future) else { return };
+        let Some(dest) = weak_dest.upgrade() else { return };
         let s = s.clone();
         // A closed target loop drops the copy silently (asyncio 3.13 does the same).
         let _ = target_loop.schedule(Callback::rust(move || dest.mirror(&s)), None);

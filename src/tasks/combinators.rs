@@ -9,8 +9,8 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 
 use crate::lock::Mutex;
 
@@ -18,7 +18,7 @@ use crate::abi::*;
 use crate::callback::{Callback, Owned};
 use crate::clock;
 use crate::futures::done::next_token;
-use crate::futures::future::{Behaviour, DoneCb, Exception, ExceptionView, Future, FutureInner};
+use crate::futures::future::{Behaviour, DoneCb, Exception, ExceptionView, Future, WeakFuture};
 use crate::runtime::eventloop::Loop;
 use crate::runtime::handles::Handle;
 use crate::tasks::chain::ensure_future;
@@ -37,8 +37,8 @@ unsafe impl Send for FuturePtr {}
 // SAFETY: as above; shared access only copies the pointer.
 unsafe impl Sync for FuturePtr {}
 
-fn upgrade(w: &Weak<FutureInner>) -> Option<Future> {
-    w.upgrade().map(Future)
+fn upgrade(w: &WeakFuture) -> Option<Future> {
+    w.upgrade()
 }
 
 /// Reads a done future's exception as a copy that borrows its detail (the caller keeps the
