@@ -11,7 +11,7 @@
 use std::ops::{Deref, DerefMut};
 
 // Not under loom: its threads share the OS thread's thread-locals, and the loom tests run no C.
-#[cfg(all(debug_assertions, not(loom)))]
+#[cfg(all(debug_assertions, not(all(test, loom))))]
 mod held {
     use std::cell::Cell;
 
@@ -42,7 +42,7 @@ impl<T> Mutex<T> {
 
     pub(crate) fn lock(&self) -> Guard<'_, T> {
         let guard = self.0.lock();
-        #[cfg(all(debug_assertions, not(loom)))]
+        #[cfg(all(debug_assertions, not(all(test, loom))))]
         held::add(1);
         Guard(guard)
     }
@@ -51,6 +51,7 @@ impl<T> Mutex<T> {
 impl<'a, T> Guard<'a, T> {
     /// The underlying guard, for waiting on a condition variable (the lock is released while
     /// the thread waits, but the thread runs no C code then, so the count stays as it is).
+    #[cfg_attr(all(test, loom), allow(dead_code))]
     pub(crate) fn raw(&mut self) -> &mut parking_lot::MutexGuard<'a, T> {
         &mut self.0
     }
@@ -58,7 +59,7 @@ impl<'a, T> Guard<'a, T> {
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        #[cfg(all(debug_assertions, not(loom)))]
+        #[cfg(all(debug_assertions, not(all(test, loom))))]
         held::add(-1);
     }
 }
@@ -79,9 +80,9 @@ impl<T> DerefMut for Guard<'_, T> {
 
 /// How many afut locks the calling thread holds (always 0 in release builds).
 pub(crate) fn held() -> u32 {
-    #[cfg(all(debug_assertions, not(loom)))]
+    #[cfg(all(debug_assertions, not(all(test, loom))))]
     return held::count();
-    #[cfg(not(all(debug_assertions, not(loom))))]
+    #[cfg(not(all(debug_assertions, not(all(test, loom)))))]
     0
 }
 

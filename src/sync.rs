@@ -1,9 +1,10 @@
-//! The atomics, cells and locks of the lock-free core, from `std` (and parking_lot) or, when the
-//! crate is built with `--cfg loom`, from the loom model checker.
+//! The atomics and cells of the lock-free core, from `std` or, when the crate's unit tests are
+//! built with `--cfg loom`, from the loom model checker (a dev-dependency: a non-test build
+//! with `--cfg loom` uses `std`).
 //!
 //! Only the lock-free core uses this module: the future's state word and reference counts
 //! (`futures::state`, `futures::future`), the loop's queues and its wakeup flag
-//! (`runtime::queue`). Under `cfg(loom)` every access those make is a point where loom may
+//! (`runtime::queue`). Under `cfg(all(test, loom))` every access those make is a point where loom may
 //! switch threads, and every `UnsafeCell` access is checked for data races, so the
 //! `#[cfg(all(test, loom))]` tests run the real code in every interleaving loom explores (the
 //! approach tokio takes). Everything else keeps `std`'s atomics directly.
@@ -11,9 +12,9 @@
 //! `cfg(afut_loom_broken)` (only together with `loom`) compiles a deliberately broken
 //! variant of the core, which the loom tests must catch: see [`BROKEN`].
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, fence};
 
 pub(crate) use std::sync::atomic::Ordering;
@@ -23,19 +24,19 @@ pub(crate) use std::sync::atomic::Ordering;
 /// of claiming the state word with a compare-and-swap, so a completion racing it can miss the
 /// callback (or an add can land on a done future). The loom tests prove that the model
 /// checker finds this (`loom_catches_the_broken_variant`).
-pub(crate) const BROKEN: bool = cfg!(afut_loom_broken);
+pub(crate) const BROKEN: bool = cfg!(all(test, loom, afut_loom_broken));
 
 /// A cell whose accesses loom checks for data races; with `std` it is a plain
 /// `UnsafeCell` with the same closure-based API.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub(crate) use loom::cell::UnsafeCell;
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 #[derive(Debug)]
 #[repr(transparent)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         UnsafeCell(std::cell::UnsafeCell::new(value))
@@ -59,12 +60,12 @@ impl<T> UnsafeCell<T> {
 /// loom, yields to the model's scheduler (a spin loop must, or loom cannot explore past it).
 #[inline]
 pub(crate) fn backoff(round: &mut u32) {
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     {
         *round += 1;
         loom::thread::yield_now();
     }
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     {
         *round += 1;
         if *round < 64 {

@@ -3,15 +3,14 @@
 //! The state is one atomic word ([`crate::futures::state`]): completion is a compare-and-swap
 //! that also takes the callback list, the first callback is stored inline, further ones are
 //! pushed with a compare-and-swap. A completed future whose callbacks a loop must run is
-//! handed to the loop as itself (a [`Completed`], then a [`Dispatch`]): the loop's queue links
-//! futures through their own state words, and the future stays alive until its callbacks ran
-//! because it is *pinned*, not because the queue holds a counted reference. A loop-less future
-//! (concurrent.futures style) runs its callbacks in the completing thread instead (SEMANTICS.md
-//! R1, F4, F5).
+//! handed to the loop as itself (a [`Completed`], then a [`Dispatch`], each holding one
+//! counted reference): the loop's queue links futures through their own state words, so a
+//! completion allocates nothing. A loop-less future (concurrent.futures style) runs its
+//! callbacks in the completing thread instead (SEMANTICS.md R1, F4, F5).
 //!
 //! The reference count is the library's own (one word: strong and weak counts), so that a
-//! future is a single allocation of 88 bytes and its last release usually needs no atomic
-//! read-modify-write at all.
+//! future is a single allocation of 88 bytes and its last release, when nobody else holds
+//! it, needs no atomic read-modify-write at all.
 
 use std::any::Any;
 use std::ffi::{CStr, CString, c_char, c_void};
@@ -159,9 +158,8 @@ enum OutcomeRef<'a> {
     Mirrored(&'a Future),
 }
 
-/// The body of a future: dropped in place when the last counted reference goes (or, if the
-/// future is pinned then, when its dispatch ends), while weak references may keep the
-/// allocation a little longer.
+/// The body of a future: dropped in place when the last counted reference goes, while weak
+/// references may keep the allocation a little longer.
 #[repr(C)]
 struct Body {
     core: Core<DoneCb>,
@@ -421,8 +419,9 @@ impl Future {
                 }
             }
             Finished::Queue(word) => {
-                let l = event_loop.as_ref().expect("a pinned future has a loop");
-                l.schedule_dispatch(Completed { fut: self.0, word: Some(word) });
+                let l = event_loop.as_ref().expect("a queued future has a loop");
+                // The queue's counted reference: a callback may drop the application's last one.
+                l.schedule_dispatch(Completed { fut: ManuallyDrop::new(self.clone()), word: Some(word) });
                 if waiters {
                     waiters::notify(self.as_ptr());
                 }
@@ -616,13 +615,8 @@ impl Future {
 
 impl Clone for Future {
     fn clone(&self) -> Future {
-        let inner = self.inner();
-        let old = inner.counts.fetch_add(STRONG_ONE, Ordering::Relaxed);
-        if old & STRONG_MASK == 0 {
-            // The last counted reference went while the future was pinned, and a callback
-            // (which borrows the future from its dispatch) takes one back.
-            inner.core().resurrect();
-        } else if old & STRONG_MASK >= COUNT_LIMIT {
+        let old = self.inner().counts.fetch_add(STRONG_ONE, Ordering::Relaxed);
+        if old & STRONG_MASK >= COUNT_LIMIT {
             std::process::abort();
         }
         Future(self.0)
@@ -632,10 +626,11 @@ impl Clone for Future {
 impl Drop for Future {
     fn drop(&mut self) {
         let inner = self.inner();
-        // The only reference, no weak one, not pinned: nobody else can reach the future, so
-        // it goes without a read-modify-write (an acquire load synchronises with every
-        // earlier release of a reference).
-        if inner.counts.load(Ordering::Acquire) == STRONG_ONE | WEAK_ONE && !inner.core().is_pinned() {
+        // The only reference and no weak one: nobody else can reach the future (every other
+        // holder's access, a callback's included, is through a counted reference whose
+        // release this acquire load synchronises with), so it goes without a
+        // read-modify-write.
+        if inner.counts.load(Ordering::Acquire) == STRONG_ONE | WEAK_ONE {
             // SAFETY: the last reference, as just shown; nothing else can reach it.
             unsafe { destroy(self.0, true) };
             return;
@@ -645,22 +640,18 @@ impl Drop for Future {
             return;
         }
         fence(Ordering::Acquire);
-        if inner.core().orphan() {
-            // Pinned: the dispatch destroys it once the callbacks ran.
-            return;
-        }
-        // SAFETY: no counted reference is left and the future is not pinned.
+        // SAFETY: no counted reference is left.
         unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
     }
 }
 
-/// Destroys a future whose last counted reference went and which is not pinned: the report,
-/// the body, then the allocation unless weak references still hold it. `no_weak`: no weak
-/// reference existed when the last counted one went (none can appear after).
+/// Destroys a future whose last counted reference went: the report, the body, then the
+/// allocation unless weak references still hold it. `no_weak`: no weak reference existed when
+/// the last counted one went (none can appear after).
 ///
 /// # Safety
-/// No counted reference is left and the future is not pinned (so nothing but weak references
-/// can reach it, and they only touch the counts); called once.
+/// No counted reference is left (so nothing but weak references can reach the future, and
+/// they only touch the counts); called once.
 unsafe fn destroy(p: NonNull<FutureInner>, no_weak: bool) {
     // SAFETY: the caller's promise; `finalize` runs before the body is dropped.
     unsafe {
@@ -784,25 +775,16 @@ impl Drop for WeakFuture {
     }
 }
 
-/// A completed future whose callbacks its loop must run: pinned, its state word still
-/// exclusive (BUSY) until the queue publishes it with [`Completed::publish`] or
-/// [`Completed::publish_linked`].
+/// A completed future whose callbacks its loop must run, with the queue's counted reference;
+/// its state word is still exclusive (BUSY) until the queue publishes it with
+/// [`Completed::publish`] or [`Completed::publish_linked`].
 pub(crate) struct Completed {
-    fut: NonNull<FutureInner>,
+    fut: ManuallyDrop<Future>,
     /// The word to publish (taken by the publication).
     word: Option<u64>,
 }
 
-// SAFETY: it carries a pinned future (kept alive by the pin) from the completing thread to
-// the queue; see `Future`.
-unsafe impl Send for Completed {}
-
 impl Completed {
-    fn core(&self) -> &Core<DoneCb> {
-        // SAFETY: the pin keeps the future alive.
-        unsafe { self.fut.as_ref() }.core()
-    }
-
     /// Publishes the completion with no queue link (the loop's own queue, or a refusal).
     pub(crate) fn publish(self) -> Dispatch {
         self.publish_linked(0)
@@ -811,8 +793,11 @@ impl Completed {
     /// Publishes the completion with `next` as its link in the loop's remote queue.
     pub(crate) fn publish_linked(mut self, next: Link) -> Dispatch {
         let word = self.word.take().expect("published once");
-        self.core().publish(word, next);
-        Dispatch(self.fut)
+        self.fut.core().publish(word, next);
+        // SAFETY: taken once; `self` is forgotten right after.
+        let fut = unsafe { ManuallyDrop::take(&mut self.fut) };
+        std::mem::forget(self);
+        Dispatch(fut)
     }
 }
 
@@ -820,48 +805,42 @@ impl Drop for Completed {
     fn drop(&mut self) {
         if let Some(word) = self.word.take() {
             // Never queued: publish, then drop the callbacks unrun.
-            self.core().publish(word, 0);
-            drop(Dispatch(self.fut));
+            self.fut.core().publish(word, 0);
+            // SAFETY: taken once, in this drop.
+            drop(Dispatch(unsafe { ManuallyDrop::take(&mut self.fut) }));
         }
     }
 }
 
-/// A published completed future waiting for (or in) its loop's dispatch: running it runs
-/// its callbacks in registration order; dropping it drops the ones left unrun. Either way the
-/// pin is released at the end, which destroys the future if nothing else holds it.
-pub(crate) struct Dispatch(NonNull<FutureInner>);
-
-// SAFETY: as for `Completed`.
-unsafe impl Send for Dispatch {}
+/// A published completed future waiting for (or in) its loop's dispatch, with the queue's
+/// counted reference: running it runs its callbacks in registration order; dropping it drops
+/// the ones left unrun (each userdata freed once).
+pub(crate) struct Dispatch(Future);
 
 impl Dispatch {
-    fn inner(&self) -> &FutureInner {
-        // SAFETY: the pin keeps the future alive.
-        unsafe { self.0.as_ref() }
-    }
-
-    /// Changes the link (a push that lost its compare-and-swap and tries again).
-    pub(crate) fn relink(&self, old: Link, new: Link) {
-        self.inner().core().relink(old, new);
-    }
-
     /// The node as a link value, keeping it.
     pub(crate) fn link_value(&self) -> Link {
-        self.0.as_ptr() as Link
+        self.0.0.as_ptr() as Link
     }
 
     /// The link stored in a queued node.
     ///
     /// # Safety
-    /// `link` came from [`Dispatch::into_link`] and the node is still queued (pinned, alive).
+    /// `link` came from [`Dispatch::into_link`] and the node is still queued (its reference
+    /// keeps it alive).
     pub(crate) unsafe fn peek_next(link: Link) -> Link {
         // SAFETY: the caller's promise.
         unsafe { (*(link as *const FutureInner)).core().link() }
     }
 
-    /// The node as a link value (the queue owns it from now on).
+    /// Changes the link (a push that lost its compare-and-swap and tries again).
+    pub(crate) fn relink(&self, old: Link, new: Link) {
+        self.0.core().relink(old, new);
+    }
+
+    /// The node as a link value (the queue owns it, and its reference, from now on).
     pub(crate) fn into_link(self) -> Link {
-        let link = self.0.as_ptr() as Link;
+        let link = self.link_value();
         std::mem::forget(self);
         debug_assert!(link & state::LINK_BOXED == 0);
         link
@@ -870,15 +849,16 @@ impl Dispatch {
     /// # Safety
     /// `link` came from [`Dispatch::into_link`] and is taken back once.
     pub(crate) unsafe fn from_link(link: Link) -> Dispatch {
-        // SAFETY: the caller's promise.
-        Dispatch(unsafe { NonNull::new_unchecked(link as *mut FutureInner) })
+        // SAFETY: the caller's promise: the queue's reference comes back.
+        Dispatch(unsafe { Future::from_raw(link as *const afut_t) })
     }
 
     /// Starts the dispatch: yields the callbacks in registration order, with the future
     /// ([`DispatchRun::future`]) to call them with.
     pub(crate) fn run(self) -> DispatchRun {
-        let callbacks = self.inner().core().take_dispatch();
-        let fut = ManuallyDrop::new(Future(self.0));
+        let callbacks = self.0.core().take_dispatch();
+        // SAFETY: `self` is forgotten right after its future is moved out.
+        let fut = unsafe { ptr::read(&self.0) };
         std::mem::forget(self);
         DispatchRun { fut, callbacks }
     }
@@ -886,16 +866,17 @@ impl Dispatch {
 
 impl Drop for Dispatch {
     fn drop(&mut self) {
-        drop(DispatchRun { callbacks: self.inner().core().take_dispatch(), fut: ManuallyDrop::new(Future(self.0)) });
+        // Dropped unrun (a closed loop): the callbacks go unrun, then the reference.
+        drop(self.0.core().take_dispatch());
     }
 }
 
-/// The callbacks of a dispatch, in registration order. The future is borrowed from the pin
-/// (not counted): a callback may drop the application's last reference, the pin keeps it
-/// alive until this value is dropped, which drops the callbacks left and releases the pin.
+/// The callbacks of a dispatch, in registration order, and the queue's reference to their
+/// future (so a callback may drop the application's last one). Dropping it drops the
+/// callbacks left unrun, then the reference.
 pub(crate) struct DispatchRun {
-    fut: ManuallyDrop<Future>,
     callbacks: state::Callbacks<DoneCb>,
+    fut: Future,
 }
 
 impl DispatchRun {
@@ -909,19 +890,6 @@ impl Iterator for DispatchRun {
 
     fn next(&mut self) -> Option<DoneCb> {
         self.callbacks.next()
-    }
-}
-
-impl Drop for DispatchRun {
-    fn drop(&mut self) {
-        drop(std::mem::replace(&mut self.callbacks, state::Callbacks::none()));
-        let p = self.fut.0;
-        // SAFETY: the pin keeps the future alive until this unpin.
-        if unsafe { p.as_ref() }.core().unpin() {
-            // The last counted reference went during the dispatch (and none came back).
-            // SAFETY: not pinned any more and no counted reference: nothing else reaches it.
-            unsafe { destroy(p, false) };
-        }
     }
 }
 
@@ -979,7 +947,9 @@ impl FutureInner {
 mod waiters {
     use std::time::Instant;
 
-    use crate::abi::{AFUT_ERR_TIMEOUT, AFUT_OK, afut_status_t, afut_t};
+    #[cfg(not(all(test, loom)))]
+    use crate::abi::AFUT_ERR_TIMEOUT;
+    use crate::abi::{AFUT_OK, afut_status_t, afut_t};
 
     const BUCKETS: usize = 64;
 
@@ -988,7 +958,7 @@ mod waiters {
         ((fut as usize) >> 4) % BUCKETS
     }
 
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     mod table {
         use crate::lock::Mutex;
 
@@ -1004,7 +974,7 @@ mod waiters {
 
     /// Blocks until `done()` says the future is done (it also marks the future as waited
     /// on) or the deadline passes.
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     pub(super) fn wait(fut: *const afut_t, deadline: Option<Instant>, done: impl Fn() -> bool) -> afut_status_t {
         let bucket = &table::TABLE[index(fut)];
         let mut g = bucket.lock.lock();
@@ -1023,14 +993,14 @@ mod waiters {
     }
 
     /// Wakes the waiters of `fut` (and of the futures sharing its bucket).
-    #[cfg(not(loom))]
+    #[cfg(not(all(test, loom)))]
     pub(super) fn notify(fut: *const afut_t) {
         let bucket = &table::TABLE[index(fut)];
         drop(bucket.lock.lock());
         bucket.cv.notify_all();
     }
 
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     loom::lazy_static! {
         static ref TABLE: Vec<(loom::sync::Mutex<()>, loom::sync::Condvar)> =
             (0..BUCKETS).map(|_| (loom::sync::Mutex::new(()), loom::sync::Condvar::new())).collect();
@@ -1038,7 +1008,7 @@ mod waiters {
 
     /// Under loom: the same protocol with loom's mutex and condition variable; a deadline is
     /// treated as "forever" (the model has no clock).
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(super) fn wait(fut: *const afut_t, _deadline: Option<Instant>, done: impl Fn() -> bool) -> afut_status_t {
         let (lock, cv) = &TABLE[index(fut)];
         let mut g = lock.lock().unwrap();
@@ -1050,7 +1020,7 @@ mod waiters {
         }
     }
 
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(super) fn notify(fut: *const afut_t) {
         let (lock, cv) = &TABLE[index(fut)];
         drop(lock.lock().unwrap());

@@ -6,3 +6,6 @@
 pub(crate) mod done;
 pub(crate) mod future;
 pub(crate) mod state;
+
+#[cfg(all(test, loom))]
+pub(crate) mod loom_tests;

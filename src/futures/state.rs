@@ -11,11 +11,10 @@
 //! | 3 | `CHAIN` | done: the slot holds a chain of callbacks (two or more) waiting for dispatch |
 //! | 4 | `UNRETRIEVED` | done with an exception nobody has looked at yet (asyncio's `__log_traceback`) |
 //! | 5 | `WAITERS` | pending: a thread may be blocked in `afut_wait` |
-//! | 6 | `PINNED` | done: the callbacks are queued on the loop, which keeps the future alive until they ran |
+//! | 6 | `QUEUED` | done: the callbacks wait in the slot for the loop's dispatch |
 //! | 7-8 | kind | done: what the outcome is (the future layer's `KIND_*`) |
 //! | 9 | `NEXT_BOXED` | done and queued: the next queue node is a boxed node, not a future |
 //! | 10-61 | pointer | pending: the newest overflow callback node; done: the next node in the loop's remote queue (address / 8) |
-//! | 62-63 | orphan | done and pinned: +1 when the last counted reference went while pinned, -1 when a callback took one back (mod 4) |
 //!
 //! # The protocol
 //!
@@ -23,7 +22,8 @@
 //!   takes the whole callback list (the inline slot and the overflow list) with it: an add
 //!   that comes later sees `DONE` and is scheduled on its own, one that came earlier is in the
 //!   list the completion took. The completion also sets `BUSY` and, if a loop will run the
-//!   callbacks, `PINNED`.
+//!   callbacks, `QUEUED`: they stay in the slot, and the future itself goes into the loop's
+//!   queue (with a counted reference), linked through the pointer field.
 //! - **The first callback** is written into the inline slot under `BUSY` (claimed by a
 //!   compare-and-swap, released by a plain store). **Further callbacks** are pushed onto the
 //!   overflow list with one compare-and-swap of the word, no lock: the node's `next` is the
@@ -36,12 +36,7 @@
 //!   while it is set, and the holder releases it with a plain store. Readers of a done
 //!   future's outcome wait the same way until the completion published it. Once a done
 //!   future is published, `BUSY` is never set again; later writers (clearing `UNRETRIEVED`,
-//!   relinking the queue pointer, the orphan count, unpinning) touch disjoint bits with
-//!   read-modify-write operations.
-//! - **Pinning** replaces a counted reference for the loop's queue: the completion sets
-//!   `PINNED` in the same compare-and-swap, the dispatch clears it after the callbacks ran.
-//!   The future is destroyed when no counted reference is left *and* it is not pinned;
-//!   whoever makes the second condition true does it (see `orphan` and `unpin`).
+//!   relinking the queue pointer) touch disjoint bits with read-modify-write operations.
 
 use std::mem::ManuallyDrop;
 use std::ptr;
@@ -54,15 +49,13 @@ const INLINE: u64 = 1 << 2;
 const CHAIN: u64 = 1 << 3;
 const UNRETRIEVED: u64 = 1 << 4;
 const WAITERS: u64 = 1 << 5;
-const PINNED: u64 = 1 << 6;
+const QUEUED: u64 = 1 << 6;
 const KIND_SHIFT: u32 = 7;
 const KIND_MASK: u64 = 3 << KIND_SHIFT;
 const NEXT_BOXED: u64 = 1 << 9;
 const PTR_SHIFT: u32 = 10;
 const PTR_BITS: u32 = 52;
 const PTR_MASK: u64 = ((1 << PTR_BITS) - 1) << PTR_SHIFT;
-const ORPHAN_ONE: u64 = 1 << 62;
-const ORPHAN_MASK: u64 = 3 << 62;
 
 /// A link in the loop's remote queue: the address of the next node, with bit 0 set when
 /// that node is a boxed node rather than a future; 0 for none.
@@ -159,9 +152,12 @@ impl<C> Iterator for Callbacks<C> {
 }
 
 impl<C> Drop for Callbacks<C> {
+    #[inline]
     fn drop(&mut self) {
-        for cb in self.by_ref() {
-            drop(cb);
+        if self.first.is_some() || !self.chain.is_null() {
+            for cb in self.by_ref() {
+                drop(cb);
+            }
         }
     }
 }
@@ -187,7 +183,7 @@ pub(crate) struct Core<C> {
 }
 
 // SAFETY: the slot is only touched under the protocol above: by the BUSY holder, by the
-// completion that owns the word, or by the dispatch that holds the pin after publication,
+// completion that owns the word, or by the dispatch that took the queued future after publication,
 // each synchronised with the previous owner through the state word (acquire/release).
 unsafe impl<C: Send> Sync for Core<C> {}
 // SAFETY: as above; the callbacks it owns are Send.
@@ -197,7 +193,7 @@ unsafe impl<C: Send> Send for Core<C> {}
 #[must_use]
 pub(crate) struct Begun {
     prev: u64,
-    pinned: bool,
+    queued: bool,
 }
 
 impl Begun {
@@ -209,10 +205,10 @@ impl Begun {
 
 /// What a finished completion leaves to do.
 pub(crate) enum Finished<C> {
-    /// Not pinned: the word is published; run (or drop) these callbacks now.
+    /// No loop (or no callback): the word is published; run (or drop) these callbacks now.
     Now(Callbacks<C>),
-    /// Pinned: the callbacks stay in the slot for the loop; the word (still `BUSY` in memory)
-    /// must be published with [`Core::publish`] by whoever queues the future.
+    /// The callbacks stay in the slot for the loop; the word (still `BUSY` in memory) must be
+    /// published with [`Core::publish`] by whoever queues the future.
     Queue(u64),
 }
 
@@ -223,6 +219,14 @@ impl<C> Core<C> {
 
     #[inline]
     fn load(&self) -> u64 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Reads the word again while waiting out a BUSY holder. A plain load, never a
+    /// read-modify-write: the holder releases BUSY with a plain store and owns the word until
+    /// then (an RMW that writes back the same value is harmless on real hardware, but loom
+    /// 0.7 lets a plain store slip between an RMW's read and write, tokio-rs/loom#254).
+    fn reload(&self) -> u64 {
         self.state.load(Ordering::Acquire)
     }
 
@@ -245,7 +249,7 @@ impl<C> Core<C> {
             }
             if s & BUSY != 0 {
                 backoff(&mut round);
-                s = self.load();
+                s = self.reload();
                 continue;
             }
             if s & (INLINE | PTR_MASK) == 0 && node.is_null() {
@@ -289,7 +293,8 @@ impl<C> Core<C> {
     }
 
     fn read_one(&self) -> C {
-        // SAFETY: the caller owns the word (BUSY, or the pin after publication, or &mut) and
+        // SAFETY: the caller owns the word (BUSY, the dispatch after publication, or the last
+        // reference) and
         // INLINE says the slot holds a callback; reading it moves it out (the flag is
         // dropped or the slot overwritten by the caller).
         self.slot.with(|slot| unsafe { ManuallyDrop::into_inner(ptr::read(&(*slot).one)) })
@@ -310,7 +315,7 @@ impl<C> Core<C> {
             }
             if s & BUSY != 0 {
                 backoff(&mut round);
-                s = self.load();
+                s = self.reload();
                 continue;
             }
             match self.state.compare_exchange_weak(s, s | BUSY, Ordering::Acquire, Ordering::Acquire) {
@@ -385,7 +390,7 @@ impl<C> Core<C> {
             }
             if s & BUSY != 0 {
                 backoff(&mut round);
-                s = self.load();
+                s = self.reload();
                 continue;
             }
             match self.state.compare_exchange_weak(s, s | WAITERS, Ordering::AcqRel, Ordering::Acquire) {
@@ -396,9 +401,9 @@ impl<C> Core<C> {
     }
 
     /// Pending -> done: one compare-and-swap that also takes the callback list. `Err(())` if
-    /// the future is already done. `pin`: a loop will run the callbacks (pin the future if
-    /// there are any).
-    pub(crate) fn begin_complete(&self, pin: bool) -> Result<Begun, ()> {
+    /// the future is already done. `queue`: a loop will run the callbacks (they stay in the
+    /// slot for its dispatch, if there are any).
+    pub(crate) fn begin_complete(&self, queue: bool) -> Result<Begun, ()> {
         let mut s = self.load();
         let mut round = 0;
         loop {
@@ -407,13 +412,13 @@ impl<C> Core<C> {
             }
             if s & BUSY != 0 {
                 backoff(&mut round);
-                s = self.load();
+                s = self.reload();
                 continue;
             }
-            let pinned = pin && s & (INLINE | PTR_MASK) != 0;
-            let new = DONE | BUSY | if pinned { PINNED } else { 0 };
+            let queued = queue && s & (INLINE | PTR_MASK) != 0;
+            let new = DONE | BUSY | if queued { QUEUED } else { 0 };
             match self.state.compare_exchange_weak(s, new, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => return Ok(Begun { prev: s, pinned }),
+                Ok(_) => return Ok(Begun { prev: s, queued }),
                 Err(now) => s = now,
             }
         }
@@ -424,12 +429,12 @@ impl<C> Core<C> {
     pub(crate) fn finish(&self, begun: Begun, kind: u8, unretrieved: bool) -> Finished<C> {
         let s = begun.prev;
         let mut word = DONE | ((kind as u64) << KIND_SHIFT) & KIND_MASK | if unretrieved { UNRETRIEVED } else { 0 };
-        if !begun.pinned {
+        if !begun.queued {
             let callbacks = self.take_pending_callbacks(s);
             self.state.store(word, Ordering::Release);
             return Finished::Now(callbacks);
         }
-        word |= PINNED;
+        word |= QUEUED;
         let list = decode(s) as *mut Node<C>;
         if list.is_null() {
             // One callback: it stays where it is.
@@ -449,7 +454,7 @@ impl<C> Core<C> {
         Finished::Queue(word)
     }
 
-    /// Publishes a pinned completion's word (clearing BUSY), with `next` as its queue link.
+    /// Publishes a queued completion's word (clearing BUSY), with `next` as its queue link.
     pub(crate) fn publish(&self, word: u64, next: Link) {
         self.state.store(word | encode_link(next), Ordering::Release);
     }
@@ -472,7 +477,7 @@ impl<C> Core<C> {
         }
     }
 
-    /// The pin holder takes the callbacks waiting for dispatch (once).
+    /// The dispatch takes the callbacks waiting in the slot (once).
     pub(crate) fn take_dispatch(&self) -> Callbacks<C> {
         let s = self.load();
         if s & INLINE != 0 {
@@ -482,40 +487,6 @@ impl<C> Core<C> {
         } else {
             Callbacks::none()
         }
-    }
-
-    /// Releases the pin; true if the last counted reference went while pinned, in which case
-    /// the caller must destroy the future now.
-    pub(crate) fn unpin(&self) -> bool {
-        let old = self.state.fetch_and(!(PINNED | ORPHAN_MASK), Ordering::AcqRel);
-        debug_assert!(old & PINNED != 0);
-        old & ORPHAN_MASK == ORPHAN_ONE
-    }
-
-    /// The last counted reference went. True: the future is pinned, and the pin holder will
-    /// destroy it after the dispatch; false: the caller destroys it now.
-    pub(crate) fn orphan(&self) -> bool {
-        let mut s = self.load();
-        loop {
-            if s & PINNED == 0 {
-                return false;
-            }
-            match self.state.compare_exchange_weak(s, s.wrapping_add(ORPHAN_ONE), Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
-                Err(now) => s = now,
-            }
-        }
-    }
-
-    /// A counted reference was taken while none was left (a callback kept its future during
-    /// the dispatch): undoes one `orphan`.
-    pub(crate) fn resurrect(&self) {
-        self.state.fetch_sub(ORPHAN_ONE, Ordering::AcqRel);
-    }
-
-    /// True if the future is pinned (its callbacks wait in a queue).
-    pub(crate) fn is_pinned(&self) -> bool {
-        self.load() & PINNED != 0
     }
 
     /// True once the completion's compare-and-swap won (the outcome may still be being written).
@@ -536,8 +507,10 @@ impl<C> Core<C> {
             if s & BUSY == 0 {
                 return Some(s);
             }
+            #[cfg(all(test, loom))]
+            assert!(round < 90, "done_state spinning on {s:#x}");
             backoff(&mut round);
-            s = self.load();
+            s = self.reload();
         }
     }
 

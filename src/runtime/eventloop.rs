@@ -104,13 +104,12 @@ fn timers_budget(s: &mut Sched, max_wait_ms: i32) -> i32 {
 }
 
 /// The slow-callback report of debug mode (asyncio `slow_callback_duration`).
-fn slow_callback(l: &LoopInner, started: Option<Instant>, what: Option<String>) {
-    if let (Some(t), Some(what)) = (started, what) {
-        let took = t.elapsed().as_secs_f64();
-        if took >= SLOW_CALLBACK_S {
-            let msg = std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds")).unwrap_or_default();
-            l.deliver_report(&msg, None, None);
-        }
+#[cold]
+fn slow_callback(l: &LoopInner, started: Instant, what: String) {
+    let took = started.elapsed().as_secs_f64();
+    if took >= SLOW_CALLBACK_S {
+        let msg = std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds")).unwrap_or_default();
+        l.deliver_report(&msg, None, None);
     }
 }
 
@@ -468,31 +467,40 @@ impl Loop {
                 Item::Call(h) => {
                     let entry = inner.sched.lock().handles.remove(h);
                     let Some(entry) = entry else { continue };
-                    let started = debug.then(Instant::now);
-                    let what = debug.then(|| entry.callback.describe());
-                    entry.callback.run();
+                    if debug {
+                        let (started, what) = (Instant::now(), entry.callback.describe());
+                        entry.callback.run();
+                        slow_callback(inner, started, what);
+                    } else {
+                        entry.callback.run();
+                    }
                     ran += 1;
-                    slow_callback(inner, started, what);
                 }
                 Item::Done(d) => {
                     // The future stays alive (pinned) until `run` is dropped, even if a
                     // callback drops its last reference.
                     let mut run = d.run();
                     while let Some(cb) = run.next() {
-                        let started = debug.then(Instant::now);
-                        let what = debug.then(|| cb.describe());
-                        cb.run(run.future());
+                        if debug {
+                            let (started, what) = (Instant::now(), cb.describe());
+                            cb.run(run.future());
+                            slow_callback(inner, started, what);
+                        } else {
+                            cb.run(run.future());
+                        }
                         ran += 1;
-                        slow_callback(inner, started, what);
                     }
                 }
                 Item::Late(late) => {
                     let (fut, cb) = *late;
-                    let started = debug.then(Instant::now);
-                    let what = debug.then(|| cb.describe());
-                    cb.run(&fut);
+                    if debug {
+                        let (started, what) = (Instant::now(), cb.describe());
+                        cb.run(&fut);
+                        slow_callback(inner, started, what);
+                    } else {
+                        cb.run(&fut);
+                    }
                     ran += 1;
-                    slow_callback(inner, started, what);
                 }
             }
         }
@@ -624,11 +632,7 @@ impl LoopInner {
     /// Whether a thread other than this one may be waiting for the loop's work: a host
     /// watching the fd, or a run on another thread (see [`Loop::notify`]).
     fn waiter_elsewhere(&self) -> bool {
-        let running = self.queue.runner();
-        if running == 0 {
-            return self.host_mode.load(Ordering::Acquire);
-        }
-        !self.queue.is_owner()
+        self.queue.waiter_elsewhere(self.host_mode.load(Ordering::Acquire))
     }
 
     fn signal(&self) {

@@ -8,3 +8,6 @@ pub(crate) mod queue;
 pub(crate) mod report;
 pub(crate) mod timers;
 pub(crate) mod wakeup;
+
+#[cfg(all(test, loom, not(afut_loom_broken)))]
+mod loom_tests;

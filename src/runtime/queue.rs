@@ -135,6 +135,16 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         self.running.load(Ordering::Acquire)
     }
 
+    /// Whether a thread other than this one may be waiting for the loop's work (so that a
+    /// remote push must raise the wakeup flag): a host watching the fd (`host_mode`) while
+    /// no run is in progress, or a run on another thread.
+    pub(crate) fn waiter_elsewhere(&self, host_mode: bool) -> bool {
+        match self.runner() {
+            0 => host_mode,
+            _ => !self.is_owner(),
+        }
+    }
+
     /// True on the thread that runs the loop.
     #[inline]
     pub(crate) fn is_owner(&self) -> bool {
@@ -224,6 +234,14 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         if head == 0 || head == CLOSED {
             return;
         }
+        // SAFETY: as below; a stack of one node needs no reversal.
+        if unsafe { self.next_of(head) } == 0 {
+            // SAFETY: the one node of the taken stack, converted once.
+            let item = unsafe { self.item_of(head) };
+            // SAFETY: owner only.
+            self.local.with_mut(|l| unsafe { (*l).push_back(item) });
+            return;
+        }
         // SAFETY: owner-only scratch and local queue; every node of the taken stack is now
         // the owner's (the swap acquired each push's release).
         self.scratch.with_mut(|scratch| unsafe {
@@ -231,24 +249,47 @@ impl<T: From<Dispatch> + Send> Queues<T> {
             let mut link = head;
             while link != 0 {
                 scratch.push(link);
-                link = if link & LINK_BOXED != 0 {
-                    (*((link & !LINK_BOXED) as *const Boxed<T>)).next
-                } else {
-                    Dispatch::peek_next(link)
-                };
+                link = self.next_of(link);
             }
             self.local.with_mut(|l| {
                 let l = &mut *l;
                 for &link in scratch.iter().rev() {
-                    if link & LINK_BOXED != 0 {
-                        l.push_back(Box::from_raw((link & !LINK_BOXED) as *mut Boxed<T>).item);
-                    } else {
-                        l.push_back(T::from(Dispatch::from_link(link)));
-                    }
+                    l.push_back(self.item_of(link));
                 }
             });
             scratch.clear();
         });
+    }
+
+    /// The link after a node of a taken stack.
+    ///
+    /// # Safety
+    /// `link` is a node of a stack the owner took (so it is the owner's, and alive).
+    unsafe fn next_of(&self, link: Link) -> Link {
+        // SAFETY: the caller's promise; a boxed node's `next` was written before its push
+        // released it, a future's link is in its state word.
+        unsafe {
+            if link & LINK_BOXED != 0 {
+                (*((link & !LINK_BOXED) as *const Boxed<T>)).next
+            } else {
+                Dispatch::peek_next(link)
+            }
+        }
+    }
+
+    /// Turns a node of a taken stack into its item (freeing a boxed node), once.
+    ///
+    /// # Safety
+    /// As for `next_of`, and each node is converted once, after its `next` was read.
+    unsafe fn item_of(&self, link: Link) -> T {
+        // SAFETY: the caller's promise.
+        unsafe {
+            if link & LINK_BOXED != 0 {
+                Box::from_raw((link & !LINK_BOXED) as *mut Boxed<T>).item
+            } else {
+                T::from(Dispatch::from_link(link))
+            }
+        }
     }
 
     /// Owner: this iteration's batch. Drains the remote stack, then swaps the local queue
@@ -280,10 +321,13 @@ impl<T: From<Dispatch> + Send> Queues<T> {
     }
 
     /// Owner: gives an (empty) batch buffer back for the next `run_once`.
-    pub(crate) fn put_spare(&self, buffer: VecDeque<T>) {
+    pub(crate) fn put_spare(&self, mut buffer: VecDeque<T>) {
         debug_assert!(buffer.is_empty());
         // SAFETY: owner only.
-        self.spare.with_mut(|s| unsafe { *s = buffer });
+        self.spare.with_mut(|s| unsafe { ptr::swap(s, &mut buffer) });
+        // What was there is the empty placeholder `take_spare` left: no allocation to free.
+        debug_assert!(buffer.capacity() == 0);
+        std::mem::forget(buffer);
     }
 
     /// Owner: nothing queued (a plain look).
@@ -368,8 +412,11 @@ impl Flag {
         self.0.load(Ordering::Acquire)
     }
 
-    /// Lowers the flag (from then on the next push raises it again).
+    /// Lowers the flag (from then on the next push raises it again). A read-modify-write,
+    /// not a plain store: it runs once per sleep (or per host iteration), and loom 0.7 lets a
+    /// plain store slip between the read and the write of a racing `raise`'s swap
+    /// (tokio-rs/loom#254), which would make it report lost wakeups that cannot happen.
     pub(crate) fn lower(&self) {
-        self.0.store(false, Ordering::Release);
+        self.0.swap(false, Ordering::AcqRel);
     }
 }
