@@ -4,10 +4,10 @@
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    cargo test only (Rust unit tests, header drift, C suite, packaging)
 #
-# Stages: system packages (installed when missing), cargo test, the loom model checks, the C
-# suite under
-# AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the model/fuzz runs, the examples
-# (each checks its own output), and the CMake / pkg-config consumer builds.
+# Stages: system packages (installed when missing), cargo test, the loom model checks of the
+# lock-free core, the C suite under AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the
+# model/fuzz runs, the examples (each checks its own output), and the CMake / pkg-config
+# consumer builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,14 +39,16 @@ fi
 # rustfmt and clippy keep the tree as rustfmt.toml and the lints say (warnings are errors).
 stage lint bash -c 'cargo fmt --check && cargo clippy --all-targets -- -D warnings'
 stage cargo-test cargo test --all-targets
-# The model checker over the real lock-free core (src/futures/loom_tests.rs,
-# src/runtime/loom_tests.rs): every interleaving loom explores of the future's state word,
-# the queues and the wakeup flag; then the deliberately broken variant, which loom must catch.
-# Each build has its own target directory (RUSTFLAGS change every artefact).
-stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-    cargo test --lib --release loom_ -- --test-threads=1 --nocapture
-stage loom-catches-broken env RUSTFLAGS="--cfg loom --cfg afut_loom_broken" CARGO_TARGET_DIR=target/loom-broken \
-    cargo test --lib --release loom_catches_the_broken_variant -- --test-threads=1 --nocapture
+if [ $quick = 0 ]; then
+    # The model checker over the real lock-free core (src/futures/loom_tests.rs,
+    # src/runtime/loom_tests.rs): every interleaving loom explores of the future's state word,
+    # the queues and the wakeup flag; then the deliberately broken variant, which loom must
+    # catch. Each build has its own target directory (RUSTFLAGS change every artefact).
+    stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+        cargo test --lib --release loom_ -- --test-threads=1 --nocapture
+    stage loom-catches-broken env RUSTFLAGS="--cfg loom --cfg afut_loom_broken" CARGO_TARGET_DIR=target/loom-broken \
+        cargo test --lib --release loom_catches_the_broken_variant -- --test-threads=1 --nocapture
+fi
 if [ $quick = 0 ]; then
     # AFUT_TSAN_RUST=1: the ThreadSanitizer runs also use a TSan-instrumented build of the
     # library itself (a test-only build; see scripts/reliability.sh).
