@@ -1,7 +1,7 @@
 /* W2 and W4: futures completed from other threads.
  *
- * W2 throughput: N loop futures (each with one done-callback) are created up front; 1 or 2
- *   producer threads complete them (afut_set_result) as fast as they can while the loop
+ * W2 throughput: N loop futures (each with one done-callback) are created up front; 1, 2, 4
+ *   or 8 producer threads complete them (afut_set_result) as fast as they can while the loop
  *   thread runs afut_loop_run_until_complete on a future the last callback completes.
  *   Mops/s from the moment the producers are released until the last callback ran.
  *   Floor: the same futures completed through a mutex-protected queue plus an eventfd
@@ -15,12 +15,19 @@
  *   loop watching afut_loop_fd() and calling afut_loop_run_once(loop, 0, &ran) when it is
  *   readable. Floor: the W2 floor (it already is an epoll loop).
  *
- * Usage: bench_threads [all|w2|pp|w4|afut-w2|afut-w4]   (afut-*: only afut, for profiles)
+ * Usage: bench_threads [all|w2|pp|w4|afut-w2|afut-w4|floor-w2]
+ *        (afut-*, floor-*: one side only, once, one producer, for profiles; the measured
+ *        phase is bracketed by callgrind's collection toggle)
  */
 #include "bench.h"
 #include "floor.h"
 
 #include "afut.h"
+
+/* W2 runs with 1, 2, 4 and 8 producer threads (on 2 cores, more producers measure contention). */
+#define MAX_PRODUCERS 8
+static const size_t producer_counts[] = {1, 2, 4, 8};
+#define N_COUNTS (sizeof producer_counts / sizeof producer_counts[0])
 
 static void check(int ok, const char *what) {
     if (!ok) {
@@ -37,11 +44,14 @@ typedef struct {
     pthread_barrier_t *start;
 } producer_arg;
 
+/* Callgrind's collection toggle is per thread: each producer brackets its own work. */
 static void *afut_producer(void *p) {
     producer_arg *a = p;
     pthread_barrier_wait(a->start);
+    PROFILE_TOGGLE();
     for (size_t j = a->index; j < a->n; j += a->producers)
         if (afut_set_result(a->futs[j], NULL, NULL) != AFUT_OK) abort();
+    PROFILE_TOGGLE();
     return NULL;
 }
 
@@ -79,12 +89,13 @@ static double w2_afut(size_t n, size_t producers, enum driver how) {
     }
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)producers + 1);
-    pthread_t th[2];
-    producer_arg args[2];
+    pthread_t th[MAX_PRODUCERS];
+    producer_arg args[MAX_PRODUCERS];
     for (size_t k = 0; k < producers; k++) {
         args[k] = (producer_arg){.futs = futs, .n = n, .producers = producers, .index = k, .start = &start};
         pthread_create(&th[k], NULL, afut_producer, &args[k]);
     }
+    PROFILE_TOGGLE();
     pthread_barrier_wait(&start);
     uint64_t t0 = now_ns();
     if (how == RUN_UNTIL_COMPLETE) {
@@ -98,6 +109,7 @@ static double w2_afut(size_t n, size_t producers, enum driver how) {
         }
     }
     uint64_t t1 = now_ns();
+    PROFILE_TOGGLE();
     for (size_t k = 0; k < producers; k++) pthread_join(th[k], NULL);
     check(ctx.count == n, "every callback ran");
     pthread_barrier_destroy(&start);
@@ -121,7 +133,9 @@ typedef struct {
 static void *floor_producer(void *p) {
     floor_producer_arg *a = p;
     pthread_barrier_wait(a->start);
+    PROFILE_TOGGLE();
     for (size_t j = a->index; j < a->n; j += a->producers) xq_complete(a->q, a->futs[j], NULL);
+    PROFILE_TOGGLE();
     return NULL;
 }
 
@@ -142,16 +156,18 @@ static double w2_floor(size_t n, size_t producers, double *writes_per_op) {
     }
     pthread_barrier_t start;
     pthread_barrier_init(&start, NULL, (unsigned)producers + 1);
-    pthread_t th[2];
-    floor_producer_arg args[2];
+    pthread_t th[MAX_PRODUCERS];
+    floor_producer_arg args[MAX_PRODUCERS];
     for (size_t k = 0; k < producers; k++) {
         args[k] = (floor_producer_arg){.q = &q, .futs = futs, .n = n, .producers = producers, .index = k, .start = &start};
         pthread_create(&th[k], NULL, floor_producer, &args[k]);
     }
+    PROFILE_TOGGLE();
     pthread_barrier_wait(&start);
     uint64_t t0 = now_ns();
     xq_run(&q, &count, n);
     uint64_t t1 = now_ns();
+    PROFILE_TOGGLE();
     for (size_t k = 0; k < producers; k++) pthread_join(th[k], NULL);
     pthread_barrier_destroy(&start);
     if (writes_per_op) *writes_per_op = (double)q.writes / (double)n;
@@ -275,32 +291,37 @@ int main(int argc, char **argv) {
         printf("afut %s: %.3f Mops/s over %zu ops\n", what + 5, w2_afut(n, 1, host ? HOST_EPOLL : RUN_UNTIL_COMPLETE), n);
         return 0;
     }
+    if (strcmp(what, "floor-w2") == 0) {
+        printf("floor w2: %.3f Mops/s over %zu ops\n", w2_floor(n, 1, NULL), n);
+        return 0;
+    }
 
     if (all || strcmp(what, "w2") == 0 || strcmp(what, "w4") == 0) {
         int w2 = all || strcmp(what, "w2") == 0, w4 = all || strcmp(what, "w4") == 0;
-        double a1[32], a2[32], f1[32], f2[32], h[32], wr1[32], wr2[32];
+        double a[N_COUNTS][32], f[N_COUNTS][32], h[32], wr[N_COUNTS][32];
         w2_afut(n / 10, 1, RUN_UNTIL_COMPLETE); /* warm-up */
         w2_floor(n / 10, 1, NULL);
         for (int i = 0; i < reps; i++) {
-            f1[i] = w2_floor(n, 1, &wr1[i]);
-            if (w2) a1[i] = w2_afut(n, 1, RUN_UNTIL_COMPLETE);
-            if (w4) h[i] = w2_afut(n, 1, HOST_EPOLL);
-            if (w2) {
-                f2[i] = w2_floor(n, 2, &wr2[i]);
-                a2[i] = w2_afut(n, 2, RUN_UNTIL_COMPLETE);
+            for (size_t c = 0; c < N_COUNTS; c++) {
+                if (!w2 && c > 0) break;
+                f[c][i] = w2_floor(n, producer_counts[c], &wr[c][i]);
+                if (w2) a[c][i] = w2_afut(n, producer_counts[c], RUN_UNTIL_COMPLETE);
+                if (w4 && c == 0) h[i] = w2_afut(n, 1, HOST_EPOLL);
             }
         }
         if (w2) {
-            emit("w2_1p.afut", median(a1, reps));
-            emit("w2_1p.floor", median(f1, reps));
-            emit("w2_2p.afut", median(a2, reps));
-            emit("w2_2p.floor", median(f2, reps));
-            printf("floor eventfd writes per op: 1 producer %.4f, 2 producers %.4f\n", median(wr1, reps),
-                   median(wr2, reps));
+            for (size_t c = 0; c < N_COUNTS; c++) {
+                char key[32];
+                snprintf(key, sizeof key, "w2_%zup.afut", producer_counts[c]);
+                emit(key, median(a[c], reps));
+                snprintf(key, sizeof key, "w2_%zup.floor", producer_counts[c]);
+                emit(key, median(f[c], reps));
+                printf("floor eventfd writes per op, %zu producer(s): %.4f\n", producer_counts[c], median(wr[c], reps));
+            }
         }
         if (w4) {
             emit("w4.afut", median(h, reps));
-            emit("w4.floor", median(f1, reps));
+            emit("w4.floor", median(f[0], reps));
         }
         if (w2) run_asyncio("w2");
     }
@@ -329,6 +350,8 @@ int main(int argc, char **argv) {
     if (all || strcmp(what, "w2") == 0) {
         summary_rate("W2 1 producer", "w2_1p", "Mops/s");
         summary_rate("W2 2 producers", "w2_2p", "Mops/s");
+        summary_rate("W2 4 producers", "w2_4p", "Mops/s");
+        summary_rate("W2 8 producers", "w2_8p", "Mops/s");
     }
     if (all || strcmp(what, "w4") == 0) summary_rate("W4 host epoll, 1 producer", "w4", "Mops/s");
     if (all || strcmp(what, "pp") == 0) {

@@ -41,6 +41,7 @@ static void check(int ok, const char *what) {
 
 static double w1_afut(afut_loop_t *loop, size_t n) {
     size_t count = 0;
+    PROFILE_TOGGLE();
     uint64_t t0 = now_ns();
     for (size_t i = 0; i < n; i++) {
         afut_t *f = afut_loop_create_future(loop);
@@ -50,6 +51,7 @@ static double w1_afut(afut_loop_t *loop, size_t n) {
         afut_unref(f);
     }
     uint64_t t1 = now_ns();
+    PROFILE_TOGGLE();
     check(count == n, "afut W1: every callback ran");
     return (double)(t1 - t0) / (double)n;
 }
@@ -58,6 +60,7 @@ static double w1_floor(size_t n) {
     ring r;
     ring_init(&r, 1024);
     size_t count = 0;
+    PROFILE_TOGGLE();
     uint64_t t0 = now_ns();
     for (size_t i = 0; i < n; i++) {
         ffut *f = ffut_new();
@@ -67,6 +70,7 @@ static double w1_floor(size_t n) {
         ffut_free(f);
     }
     uint64_t t1 = now_ns();
+    PROFILE_TOGGLE();
     check(count == n, "floor W1: every callback ran");
     ring_destroy(&r);
     return (double)(t1 - t0) / (double)n;

@@ -6,9 +6,10 @@
 #                              packaging)
 #
 # Stages: system packages (installed when missing), lint (rustfmt, clippy), cargo test, the
-# C suite again on the poll() backend, the core's unit tests under Miri, the C suite under
-# AddressSanitizer+UBSan, valgrind and ThreadSanitizer, the model/fuzz runs, the examples (each
-# checks its own output), and the CMake / pkg-config consumer builds.
+# C suite again on the poll() backend, the core's unit tests under Miri, the loom model checks
+# of the lock-free core, the C suite under AddressSanitizer+UBSan, valgrind and ThreadSanitizer,
+# the model/fuzz runs, the examples (each checks its own output), and the CMake / pkg-config
+# consumer builds.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +52,16 @@ if [ $quick = 0 ]; then
     # make system calls Miri cannot run (epoll, eventfd, timerfd) are marked
     # #[cfg_attr(miri, ignore)]. Needs the nightly miri component (install-deps.sh).
     stage miri cargo +nightly miri test --lib
+    # The model checker over the real lock-free core (src/futures/loom_tests.rs,
+    # src/runtime/loom_tests.rs): every interleaving loom explores of the future's state word,
+    # the queues and the wakeup flag; then the deliberately broken variant, which loom must
+    # catch. Each build has its own target directory (RUSTFLAGS change every artefact).
+    stage loom env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+        cargo test --lib --release loom_ -- --test-threads=1 --nocapture
+    stage loom-catches-broken env RUSTFLAGS="--cfg loom --cfg afut_loom_broken" CARGO_TARGET_DIR=target/loom-broken \
+        cargo test --lib --release loom_catches_the_broken_variant -- --test-threads=1 --nocapture
+fi
+if [ $quick = 0 ]; then
     # AFUT_TSAN_RUST=1: the ThreadSanitizer runs also use a TSan-instrumented build of the
     # library itself (a test-only build; see scripts/reliability.sh).
     stage reliability env AFUT_TSAN_RUST=1 bash scripts/reliability.sh

@@ -5,14 +5,40 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// The clock's zero: `CLOCK_MONOTONIC` read directly (seconds, nanoseconds), and the same
+/// moment as an `Instant` (read just after, so never earlier: a deadline converted to an
+/// `Instant` is never early).
+struct Epoch {
+    sec: i64,
+    nsec: i64,
+    instant: Instant,
 }
 
-/// The current time on the loop clock.
+fn monotonic() -> (i64, i64) {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec to fill; CLOCK_MONOTONIC always exists on Linux (vDSO call).
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec, ts.tv_nsec)
+}
+
+fn epoch_parts() -> &'static Epoch {
+    static EPOCH: OnceLock<Epoch> = OnceLock::new();
+    EPOCH.get_or_init(|| {
+        let (sec, nsec) = monotonic();
+        Epoch { sec, nsec, instant: Instant::now() }
+    })
+}
+
+fn epoch() -> Instant {
+    epoch_parts().instant
+}
+
+/// The current time on the loop clock (one vDSO clock read and a subtraction: every
+/// `call_later` reads it).
 pub(crate) fn now() -> f64 {
-    epoch().elapsed().as_secs_f64()
+    let e = epoch_parts();
+    let (sec, nsec) = monotonic();
+    (sec - e.sec) as f64 + (nsec - e.nsec) as f64 * 1e-9
 }
 
 /// The `Instant` of a loop-clock time (saturating at the epoch; `None` if it is not finite or

@@ -10,7 +10,8 @@
 
 use std::ops::{Deref, DerefMut};
 
-#[cfg(debug_assertions)]
+// Not under loom: its threads share the OS thread's thread-locals, and the loom tests run no C.
+#[cfg(all(debug_assertions, not(all(test, loom))))]
 mod held {
     use std::cell::Cell;
 
@@ -35,25 +36,22 @@ pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
 pub(crate) struct Guard<'a, T>(parking_lot::MutexGuard<'a, T>);
 
 impl<T> Mutex<T> {
-    pub(crate) fn new(value: T) -> Self {
+    pub(crate) const fn new(value: T) -> Self {
         Mutex(parking_lot::Mutex::new(value))
     }
 
     pub(crate) fn lock(&self) -> Guard<'_, T> {
         let guard = self.0.lock();
-        #[cfg(debug_assertions)]
+        #[cfg(all(debug_assertions, not(all(test, loom))))]
         held::add(1);
         Guard(guard)
-    }
-
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut()
     }
 }
 
 impl<'a, T> Guard<'a, T> {
     /// The underlying guard, for waiting on a condition variable (the lock is released while
     /// the thread waits, but the thread runs no C code then, so the count stays as it is).
+    #[cfg_attr(all(test, loom), allow(dead_code))]
     pub(crate) fn raw(&mut self) -> &mut parking_lot::MutexGuard<'a, T> {
         &mut self.0
     }
@@ -61,7 +59,7 @@ impl<'a, T> Guard<'a, T> {
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
-        #[cfg(debug_assertions)]
+        #[cfg(all(debug_assertions, not(all(test, loom))))]
         held::add(-1);
     }
 }
@@ -82,9 +80,9 @@ impl<T> DerefMut for Guard<'_, T> {
 
 /// How many afut locks the calling thread holds (always 0 in release builds).
 pub(crate) fn held() -> u32 {
-    #[cfg(debug_assertions)]
+    #[cfg(all(debug_assertions, not(all(test, loom))))]
     return held::count();
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(all(debug_assertions, not(all(test, loom)))))]
     0
 }
 
@@ -103,7 +101,7 @@ pub(crate) fn assert_unlocked(what: &str) {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -165,7 +165,7 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 fn layer_of(file: &str) -> usize {
     match file.split('/').next().unwrap() {
         "abi.rs" => 0,
-        "callback.rs" | "clock.rs" | "lock.rs" | "thread_id.rs" => 1,
+        "callback.rs" | "clock.rs" | "lock.rs" | "sync.rs" | "thread_id.rs" => 1,
         "futures" => 2,
         "runtime" => 3,
         "tasks" => 4,

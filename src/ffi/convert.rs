@@ -1,15 +1,16 @@
 //! The opaque C handle types and every conversion between a C pointer and a Rust reference.
 //!
-//! `afut_t *` is the address of a `FutureInner` inside its `Arc` (from `Arc::into_raw`), and
-//! `afut_loop_t *` likewise for a `LoopInner`; `afut_executor_t *` is a boxed `Executor`. Each
-//! live `afut_t *` the caller holds is one strong count. The functions here are the only places
-//! that turn those pointers back into references.
+//! `afut_t *` is the address of a `FutureInner` (from `Future::into_raw`, the future's own
+//! reference count), `afut_loop_t *` the address of a `LoopInner` inside its `Arc`, and
+//! `afut_executor_t *` a boxed `Executor`. Each live `afut_t *` the caller holds is one strong
+//! count. The functions here are the only places that turn those pointers back into
+//! references.
 
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use crate::abi::{afut_executor_t, afut_loop_t, afut_t};
-use crate::futures::future::{Future, FutureInner, TAG_FINALIZING};
+use crate::futures::future::{Future, TAG_FINALIZING};
 use crate::runtime::eventloop::{Loop, LoopInner};
 use crate::tasks::executor::Executor;
 
@@ -21,10 +22,10 @@ pub(crate) unsafe fn borrow_future(p: *const afut_t) -> Option<ManuallyDrop<Futu
     if p.is_null() {
         return None;
     }
-    // SAFETY: per the contract `p` came from `Arc::into_raw` of a `FutureInner` and the caller
-    // holds a count (or the library does, during a callback or report); ManuallyDrop keeps
-    // this borrow from releasing that count.
-    Some(ManuallyDrop::new(Future(unsafe { Arc::from_raw(p as *const FutureInner) })))
+    // SAFETY: per the contract `p` came from `Future::into_raw` and the caller holds a count
+    // (or the library does, during a callback or report); ManuallyDrop keeps this borrow
+    // from releasing that count.
+    Some(ManuallyDrop::new(unsafe { Future::from_raw(p) }))
 }
 
 /// Like [`borrow_future`], but also refuses a future whose never-retrieved report is running:
@@ -40,7 +41,7 @@ pub(crate) unsafe fn borrow_future_to_keep(p: *const afut_t) -> Option<ManuallyD
 
 /// Hands a new reference to C.
 pub(crate) fn future_into_raw(fut: Future) -> *mut afut_t {
-    Arc::into_raw(fut.0) as *mut afut_t
+    fut.into_raw()
 }
 
 /// Takes back one reference the caller held.
@@ -49,7 +50,7 @@ pub(crate) fn future_into_raw(fut: Future) -> *mut afut_t {
 /// `p` is a live `afut_t *` whose count the caller gives up.
 pub(crate) unsafe fn future_from_raw(p: *const afut_t) -> Future {
     // SAFETY: forwarded contract: one strong count is transferred back to Rust.
-    Future(unsafe { Arc::from_raw(p as *const FutureInner) })
+    unsafe { Future::from_raw(p) }
 }
 
 /// Adds one reference for C.
@@ -57,8 +58,9 @@ pub(crate) unsafe fn future_from_raw(p: *const afut_t) -> Future {
 /// # Safety
 /// `p` is a live, non-finalizing `afut_t *`.
 pub(crate) unsafe fn future_add_ref(p: *const afut_t) {
-    // SAFETY: the caller holds a count, so the allocation is alive and the count is >= 1.
-    unsafe { Arc::increment_strong_count(p as *const FutureInner) }
+    // SAFETY: the caller holds a count (or borrows the library's, in a callback), so the
+    // future is alive.
+    unsafe { Future::increment_raw(p) }
 }
 
 /// Borrows the caller's loop. `None` for NULL.

@@ -1,10 +1,10 @@
-//! Done-callbacks: what `afut_add_done_callback` registers, and the list a pending future
-//! keeps them in.
+//! Done-callbacks: what `afut_add_done_callback` registers (a future keeps them in its state
+//! word, see `futures::state`).
 //!
 //! The types are generic over the future they are called with (`F`, always
 //! [`crate::futures::future::Future`] in practice), so that this module needs nothing from
-//! the future's own module: the future owns its callback list, the list knows only how to
-//! call a callback with "some future that has a C handle".
+//! the future's own module: a callback knows only how to call itself with "some future that
+//! has a C handle".
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,112 +90,9 @@ impl<F: HasHandle> DoneCallback<F> {
     }
 }
 
-/// A future's done-callbacks in registration order. The first one is stored inline, so a
-/// future with one callback needs no allocation beyond its own.
-#[derive(Default)]
-pub(crate) enum CallbackList<F> {
-    #[default]
-    Empty,
-    One(DoneCallback<F>),
-    Many(Vec<DoneCallback<F>>),
-}
-
-impl<F> CallbackList<F> {
-    pub(crate) fn push(&mut self, cb: DoneCallback<F>) {
-        match self {
-            CallbackList::Many(v) => v.push(cb),
-            // Empty owns nothing: forgetting it skips its drop glue.
-            CallbackList::Empty => std::mem::forget(std::mem::replace(self, CallbackList::One(cb))),
-            CallbackList::One(_) => {
-                let CallbackList::One(first) = std::mem::take(self) else { unreachable!() };
-                *self = CallbackList::Many(vec![first, cb]);
-            }
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            CallbackList::Empty => 0,
-            CallbackList::One(_) => 1,
-            CallbackList::Many(v) => v.len(),
-        }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Moves out the entries matching `pred`, keeping the others in order.
-    pub(crate) fn extract(&mut self, pred: impl Fn(&DoneCallback<F>) -> bool) -> Vec<DoneCallback<F>> {
-        let mut removed = Vec::new();
-        let mut kept = CallbackList::Empty;
-        for cb in std::mem::take(self) {
-            if pred(&cb) { removed.push(cb) } else { kept.push(cb) }
-        }
-        *self = kept;
-        removed
-    }
-}
-
-impl<F> IntoIterator for CallbackList<F> {
-    type Item = DoneCallback<F>;
-    type IntoIter = std::iter::Chain<std::option::IntoIter<DoneCallback<F>>, std::vec::IntoIter<DoneCallback<F>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        match self {
-            CallbackList::Empty => None.into_iter().chain(Vec::new()),
-            CallbackList::One(cb) => Some(cb).into_iter().chain(Vec::new()),
-            CallbackList::Many(v) => None.into_iter().chain(v),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
-
-    struct Fake;
-    impl HasHandle for Fake {
-        fn handle(&self) -> *mut afut_t {
-            std::ptr::null_mut()
-        }
-    }
-
-    fn counting(token: u64, log: &Arc<parking_lot::Mutex<Vec<u64>>>) -> DoneCallback<Fake> {
-        let log = log.clone();
-        DoneCallback::rust(token, move |_| log.lock().push(token))
-    }
-
-    #[test]
-    fn list_keeps_registration_order_and_extracts_in_place() {
-        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let mut list = CallbackList::default();
-        assert!(list.is_empty());
-        for t in 1..=5 {
-            list.push(counting(t, &log));
-        }
-        assert_eq!(list.len(), 5);
-        let removed = list.extract(|cb| cb.has_token(2) || cb.has_token(4));
-        assert_eq!(removed.len(), 2);
-        assert_eq!(list.len(), 3);
-        for cb in list {
-            cb.run(&Fake);
-        }
-        assert_eq!(*log.lock(), vec![1, 3, 5]);
-        drop(removed); // never run
-        assert_eq!(*log.lock(), vec![1, 3, 5]);
-    }
-
-    #[test]
-    fn one_entry_stays_inline_and_extracting_it_empties_the_list() {
-        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let mut list = CallbackList::default();
-        list.push(counting(7, &log));
-        assert!(matches!(list, CallbackList::One(_)));
-        assert_eq!(list.extract(|cb| cb.has_token(7)).len(), 1);
-        assert!(matches!(list, CallbackList::Empty));
-    }
 
     #[test]
     fn tokens_are_unique() {
@@ -249,11 +146,9 @@ mod tests {
         let kept = Seen::default();
         c_entry(&kept).disarm();
         assert!(kept.0.lock().is_empty(), "disarmed: the userdata is the caller's again");
-        let mut list = CallbackList::<Handle>::default();
-        list.push(c_entry(&kept));
-        list.push(c_entry(&kept));
-        drop(list);
-        assert_eq!(*kept.0.lock(), [("free", 0), ("free", 0)], "a dropped list frees each once");
+        drop(c_entry(&kept));
+        drop(c_entry(&kept));
+        assert_eq!(*kept.0.lock(), [("free", 0), ("free", 0)], "each dropped entry frees once");
     }
 
     #[test]
@@ -275,31 +170,5 @@ mod tests {
         assert!(internal.has_token(9) && !internal.has_token(8));
         assert!(!internal.matches(run, ud), "an internal entry never matches a C pair");
         assert_eq!(internal.describe(), "<afut internal done-callback>");
-    }
-
-    #[test]
-    fn a_list_iterates_in_order_in_every_shape() {
-        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let empty = CallbackList::<Fake>::default();
-        assert_eq!(empty.into_iter().count(), 0);
-        let mut one = CallbackList::default();
-        one.push(counting(1, &log));
-        let mut many = CallbackList::default();
-        for t in 2..=4 {
-            many.push(counting(t, &log));
-        }
-        assert!(matches!(many, CallbackList::Many(_)));
-        for cb in one.into_iter().chain(many) {
-            cb.run(&Fake);
-        }
-        assert_eq!(*log.lock(), vec![1, 2, 3, 4]);
-        let mut list = CallbackList::default();
-        for t in 1..=3 {
-            list.push(counting(t, &log));
-        }
-        assert!(list.extract(|cb| cb.has_token(99)).is_empty(), "nothing matches: nothing moves");
-        assert_eq!(list.len(), 3);
-        assert_eq!(list.extract(|_| true).len(), 3);
-        assert!(list.is_empty());
     }
 }

@@ -1,37 +1,44 @@
-//! Future: asyncio's `Future` state machine, safe to use from any thread.
+//! Future: asyncio's `Future` state machine, safe to use from any thread, with no lock.
 //!
-//! The state sits behind one mutex that is never held while C code runs. Completion takes the
-//! callback list out under the lock (with the new state already set), releases the lock, then
-//! hands the callbacks to the loop's ready queue as one contiguous run (SEMANTICS.md R1, F4,
-//! F5). A loop-less future (concurrent.futures style) runs them right there instead, in the
-//! completing thread.
+//! The state is one atomic word ([`crate::futures::state`]): completion is a compare-and-swap
+//! that also takes the callback list, the first callback is stored inline, further ones are
+//! pushed with a compare-and-swap. A completed future whose callbacks a loop must run is
+//! handed to the loop as itself (a [`Completed`], then a [`Dispatch`], each holding one
+//! counted reference): the loop's queue links futures through their own state words, so a
+//! completion allocates nothing. A loop-less future (concurrent.futures style) runs its
+//! callbacks in the completing thread instead (SEMANTICS.md R1, F4, F5).
+//!
+//! The reference count is the library's own (one word: strong and weak counts), so that a
+//! future is a single allocation of 88 bytes and its last release, when nobody else holds
+//! it, needs no atomic read-modify-write at all.
 
 use std::any::Any;
 use std::ffi::{CStr, CString, c_char, c_void};
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ptr::{self, NonNull};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
-
-use parking_lot::Condvar;
 
 use crate::abi::*;
 use crate::callback::Owned;
 use crate::clock;
-use crate::futures::done::{CallbackList, DoneCallback, HasHandle};
-use crate::lock::Mutex;
+use crate::futures::done::{DoneCallback, HasHandle};
+use crate::futures::state::{self, Core, Finished, Link};
+use crate::sync::{AtomicU64, Ordering, UnsafeCell};
 
 /// A done-callback of a [`Future`].
 pub(crate) type DoneCb = DoneCallback<Future>;
-/// The done-callbacks of a [`Future`], in registration order.
-pub(crate) type Callbacks = CallbackList<Future>;
 
 /// What a future needs from the event loop it is bound to. The loop (`runtime::eventloop`)
 /// implements it; a future holds its loop only through this trait, so this layer knows
 /// nothing of the loop's insides.
 pub(crate) trait LoopLink: Send + Sync + 'static {
-    /// Queues a completed future's callbacks as one contiguous run (SEMANTICS.md F5). On a closed
-    /// loop they come back unqueued.
-    fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)>;
+    /// Queues a completed future's callbacks as one contiguous run (asyncio F5): publishes
+    /// the completion and queues it. A closed loop refuses it: it is published and dropped
+    /// (its callbacks dropped unrun, each userdata freed once).
+    fn schedule_dispatch(&self, completed: Completed);
+    /// Queues one callback of a future that is already done (asyncio's `call_soon` in
+    /// `add_done_callback`). On a closed loop it comes back unqueued.
+    fn schedule_late(&self, fut: &Future, cb: DoneCb) -> Result<(), (afut_status_t, DoneCb)>;
     /// True on the thread currently inside the loop's `run_*` call.
     fn is_running_on_this_thread(&self) -> bool;
     /// Delivers a report to the loop's exception handler (or stderr), with no lock held.
@@ -92,65 +99,147 @@ impl Exception {
     }
 }
 
+/// An outcome on its way into (or out of) a future.
 enum Outcome {
-    Pending,
     Result(Owned),
-    /// Boxed: exceptions are the rare case, and this keeps the state small. The flag is
-    /// asyncio's `__log_traceback`: an exception nobody has looked at yet.
-    Exception(Box<Exception>, bool),
+    /// Boxed: exceptions are the rare case, and this keeps the stored outcome at two words.
+    Exception(Box<Exception>),
     Cancelled(Option<CString>),
     /// Finished with the outcome of another finished future (a `wrap_future` wrapper): its
-    /// value or exception is read from there, and this reference keeps it alive. The flag: an
-    /// exception nobody has looked at through this future yet.
-    Mirrored(Future, bool),
+    /// value or exception is read from there, and this reference keeps it alive.
+    Mirrored(Future),
 }
 
-struct State {
-    outcome: Outcome,
-    callbacks: Callbacks,
-    /// Created by the first `wait()`, so that futures nobody blocks on do not pay for it.
-    waiters: Option<Arc<Condvar>>,
+// The outcome kinds, as the state word stores them.
+const KIND_RESULT: u8 = 0;
+const KIND_EXCEPTION: u8 = 1;
+const KIND_CANCELLED: u8 = 2;
+const KIND_MIRRORED: u8 = 3;
+
+/// The stored outcome: which field is live is the state word's kind, and only once the
+/// future is done.
+union OutcomeData {
+    result: ManuallyDrop<Owned>,
+    exception: ManuallyDrop<Box<Exception>>,
+    cancelled: ManuallyDrop<Option<CString>>,
+    mirrored: ManuallyDrop<Future>,
 }
 
-impl State {
-    /// Marks the exception as seen (asyncio clears `__log_traceback`).
-    fn set_retrieved(&mut self) {
-        if let Outcome::Exception(_, flag) | Outcome::Mirrored(_, flag) = &mut self.outcome {
-            *flag = false;
+impl Outcome {
+    fn into_data(self) -> (u8, OutcomeData) {
+        match self {
+            Outcome::Result(v) => (KIND_RESULT, OutcomeData { result: ManuallyDrop::new(v) }),
+            Outcome::Exception(e) => (KIND_EXCEPTION, OutcomeData { exception: ManuallyDrop::new(e) }),
+            Outcome::Cancelled(m) => (KIND_CANCELLED, OutcomeData { cancelled: ManuallyDrop::new(m) }),
+            Outcome::Mirrored(f) => (KIND_MIRRORED, OutcomeData { mirrored: ManuallyDrop::new(f) }),
         }
     }
 
-    /// Marks a freshly set exception as not seen yet.
-    fn mark_unretrieved(&mut self) {
-        if let Outcome::Exception(_, flag) | Outcome::Mirrored(_, flag) = &mut self.outcome {
-            *flag = true;
+    /// # Safety
+    /// `data` holds a live outcome of `kind`, which the caller moves out (exactly once).
+    unsafe fn from_data(kind: u8, data: OutcomeData) -> Outcome {
+        // SAFETY: the caller's promise: `kind` names the live field.
+        unsafe {
+            match kind {
+                KIND_RESULT => Outcome::Result(ManuallyDrop::into_inner(data.result)),
+                KIND_EXCEPTION => Outcome::Exception(ManuallyDrop::into_inner(data.exception)),
+                KIND_CANCELLED => Outcome::Cancelled(ManuallyDrop::into_inner(data.cancelled)),
+                _ => Outcome::Mirrored(ManuallyDrop::into_inner(data.mirrored)),
+            }
         }
-    }
-
-    fn is_unretrieved(&self) -> bool {
-        matches!(self.outcome, Outcome::Exception(_, true) | Outcome::Mirrored(_, true))
     }
 }
 
-/// The shared body of a future. `#[repr(C)]` so that the tag is its first 8 bytes.
+/// A view of a done future's outcome.
+enum OutcomeRef<'a> {
+    Result(&'a Owned),
+    Exception(&'a Exception),
+    Cancelled(&'a Option<CString>),
+    Mirrored(&'a Future),
+}
+
+/// The body of a future: dropped in place when the last counted reference goes, while weak
+/// references may keep the allocation a little longer.
 #[repr(C)]
-pub(crate) struct FutureInner {
-    tag: AtomicU64,
-    state: Mutex<State>,
+struct Body {
+    core: Core<DoneCb>,
+    outcome: UnsafeCell<MaybeUninit<OutcomeData>>,
     event_loop: Option<Arc<dyn LoopLink>>,
     /// What makes this future a task or a combinator (None: a plain future). Boxed twice so
     /// that plain futures pay one word for it.
     behaviour: Option<Box<Box<dyn Behaviour>>>,
 }
 
-/// A reference to a future (one count of its reference count).
-#[derive(Clone)]
-pub(crate) struct Future(pub(crate) Arc<FutureInner>);
+/// A future's allocation. `#[repr(C)]` so that the tag is its first 8 bytes; a C handle
+/// (`afut_t *`) is its address.
+#[repr(C)]
+pub(crate) struct FutureInner {
+    /// `afut_isfuture` reads it; a plain std atomic (never modelled by loom).
+    tag: std::sync::atomic::AtomicU64,
+    /// Strong references (low 32 bits) and weak ones (high 32 bits, plus one held by the
+    /// strong ones together until the body is dropped).
+    counts: AtomicU64,
+    body: ManuallyDrop<Body>,
+}
+
+const STRONG_ONE: u64 = 1;
+const STRONG_MASK: u64 = 0xffff_ffff;
+const WEAK_ONE: u64 = 1 << 32;
+/// More strong or weak references than this is a leak in the caller (or an attack): abort,
+/// as `Arc` does.
+const COUNT_LIMIT: u64 = 1 << 31;
+
+/// A counted reference to a future.
+pub(crate) struct Future(NonNull<FutureInner>);
+
+// SAFETY: a `FutureInner` is shared between threads by design: its mutable parts are atomics,
+// or cells accessed only under the state word's protocol (see `futures::state`), and what it
+// owns (C pointers, behaviours, loop links) is Send + Sync.
+unsafe impl Send for Future {}
+// SAFETY: as above.
+unsafe impl Sync for Future {}
+
+/// A weak reference: keeps the allocation, not the future; [`WeakFuture::upgrade`] fails
+/// once the last counted reference went.
+pub(crate) struct WeakFuture(NonNull<FutureInner>);
+
+// SAFETY: as for `Future`; a weak reference only touches the counts.
+unsafe impl Send for WeakFuture {}
+// SAFETY: as above.
+unsafe impl Sync for WeakFuture {}
 
 /// The outcome as `afut_exception()` reports it.
 pub(crate) enum ExceptionView {
     NoException,
     Exception(afut_exception_t),
+}
+
+impl FutureInner {
+    fn body(&self) -> &Body {
+        &self.body
+    }
+
+    fn core(&self) -> &Core<DoneCb> {
+        &self.body.core
+    }
+
+    /// The outcome of this future, done and published: `word` is what `done_state` returned
+    /// for it.
+    fn outcome(&self, word: u64) -> OutcomeRef<'_> {
+        let kind = Core::<DoneCb>::kind(word);
+        // SAFETY: `done_state` saw the word published, which synchronises with the
+        // completion's write of the outcome; the field read is the one the word's kind names;
+        // the outcome is never written again and lives as long as the body (as long as `self`).
+        self.body.outcome.with(|p| unsafe {
+            let o = (*p).assume_init_ref();
+            match kind {
+                KIND_RESULT => OutcomeRef::Result(&*(&*o.result as *const Owned)),
+                KIND_EXCEPTION => OutcomeRef::Exception(&*(&**o.exception as *const Exception)),
+                KIND_CANCELLED => OutcomeRef::Cancelled(&*(&*o.cancelled as *const Option<CString>)),
+                _ => OutcomeRef::Mirrored(&*(&*o.mirrored as *const Future)),
+            }
+        })
+    }
 }
 
 impl Future {
@@ -163,29 +252,71 @@ impl Future {
         event_loop: Option<Arc<dyn LoopLink>>,
         behaviour: Option<Box<dyn Behaviour>>,
     ) -> Future {
-        Future(Arc::new(FutureInner {
-            tag: AtomicU64::new(TAG_FUTURE),
-            state: Mutex::new(State { outcome: Outcome::Pending, callbacks: CallbackList::Empty, waiters: None }),
-            event_loop,
-            behaviour: behaviour.map(Box::new),
-        }))
+        let inner = Box::new(FutureInner {
+            tag: std::sync::atomic::AtomicU64::new(TAG_FUTURE),
+            counts: AtomicU64::new(STRONG_ONE | WEAK_ONE),
+            body: ManuallyDrop::new(Body {
+                core: Core::new(),
+                outcome: UnsafeCell::new(MaybeUninit::uninit()),
+                event_loop,
+                behaviour: behaviour.map(Box::new),
+            }),
+        });
+        Future(NonNull::from(Box::leak(inner)))
     }
 
     /// The handle C sees. The pointer stays valid while this reference lives.
     pub(crate) fn as_ptr(&self) -> *mut afut_t {
-        Arc::as_ptr(&self.0) as *mut afut_t
+        self.0.as_ptr() as *mut afut_t
     }
 
     pub(crate) fn inner(&self) -> &FutureInner {
-        &self.0
+        // SAFETY: a counted reference keeps the allocation and the body alive.
+        unsafe { self.0.as_ref() }
     }
 
-    pub(crate) fn downgrade(&self) -> std::sync::Weak<FutureInner> {
-        Arc::downgrade(&self.0)
+    fn core(&self) -> &Core<DoneCb> {
+        self.inner().core()
     }
 
     pub(crate) fn same(&self, other: &Future) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        self.0 == other.0
+    }
+
+    /// A weak reference to this future.
+    pub(crate) fn downgrade(&self) -> WeakFuture {
+        let old = self.inner().counts.fetch_add(WEAK_ONE, Ordering::Relaxed);
+        if old >> 32 >= COUNT_LIMIT {
+            std::process::abort();
+        }
+        WeakFuture(self.0)
+    }
+
+    /// Gives this reference to C (`afut_t *`): one count that [`Future::from_raw`] takes back.
+    pub(crate) fn into_raw(self) -> *mut afut_t {
+        let p = self.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
+    /// Takes back one reference C held.
+    ///
+    /// # Safety
+    /// `p` is a live `afut_t *` from [`Future::into_raw`] (or borrowed for as long as the
+    /// returned value is not dropped, see `ffi::convert`).
+    pub(crate) unsafe fn from_raw(p: *const afut_t) -> Future {
+        // SAFETY: the caller's promise: `p` is the address of a live FutureInner.
+        Future(unsafe { NonNull::new_unchecked(p as *mut FutureInner) })
+    }
+
+    /// Adds one reference for C (`afut_ref`).
+    ///
+    /// # Safety
+    /// `p` is a live `afut_t *` (the caller holds a reference, or borrows one for a callback).
+    pub(crate) unsafe fn increment_raw(p: *const afut_t) {
+        // SAFETY: forwarded contract; the clone is forgotten into the caller's new count.
+        let borrowed = ManuallyDrop::new(unsafe { Future::from_raw(p) });
+        std::mem::forget(Future::clone(&borrowed));
     }
 
     pub(crate) fn set_result(&self, value: Owned) -> Result<(), (afut_status_t, Owned)> {
@@ -202,8 +333,8 @@ impl Future {
         if let Some(s) = self.refused_by_behaviour() {
             return Err((s, exc));
         }
-        self.complete(Outcome::Exception(Box::new(exc), false), true).map_err(|(s, o)| match o {
-            Outcome::Exception(e, _) => (s, *e),
+        self.complete(Outcome::Exception(Box::new(exc)), true).map_err(|(s, o)| match o {
+            Outcome::Exception(e) => (s, *e),
             _ => unreachable!(),
         })
     }
@@ -211,7 +342,7 @@ impl Future {
     /// asyncio `cancel(msg)`: clears the unretrieved mark whatever happens (F12, B8); true
     /// if this call cancelled a pending future.
     pub(crate) fn cancel(&self, msg: Option<CString>) -> bool {
-        match &self.0.behaviour {
+        match &self.inner().body().behaviour {
             // A behaviour may pass the cancel on to other futures (a task to what it awaits,
             // a gather to its children): see `propagation` for how depth and cycles are kept
             // in bounds.
@@ -240,12 +371,12 @@ impl Future {
 
     /// The behaviour attached at creation, if any.
     pub(crate) fn behaviour(&self) -> Option<&dyn Behaviour> {
-        self.0.behaviour.as_deref().map(|b| &**b)
+        self.inner().body().behaviour.as_deref().map(|b| &**b)
     }
 
     /// Some(status) if the behaviour refuses a public set_result / set_exception now.
     fn refused_by_behaviour(&self) -> Option<afut_status_t> {
-        let status = self.0.behaviour.as_ref().map_or(AFUT_OK, |b| b.check_complete(self));
+        let status = self.inner().body().behaviour.as_ref().map_or(AFUT_OK, |b| b.check_complete(self));
         (status != AFUT_OK).then_some(status)
     }
     // ----- end of the hooks -----
@@ -253,61 +384,61 @@ impl Future {
     /// Sets the outcome of a pending future and schedules its callbacks. `unretrieved`: the
     /// outcome is an exception nobody has seen yet.
     fn complete(&self, outcome: Outcome, unretrieved: bool) -> Result<(), (afut_status_t, Outcome)> {
-        let mut st = self.0.state.lock();
-        if matches!(outcome, Outcome::Cancelled(_)) {
-            st.set_retrieved();
-        }
-        if !matches!(st.outcome, Outcome::Pending) {
-            return Err((AFUT_ERR_INVALID_STATE, outcome));
-        }
-        // The old outcome is Pending, which owns nothing: forgetting it skips its drop glue.
-        std::mem::forget(std::mem::replace(&mut st.outcome, outcome));
-        let callbacks = std::mem::take(&mut st.callbacks);
-        let waiters = st.waiters.clone();
-        // Set last, after the callbacks were taken (F14).
-        if unretrieved {
-            st.mark_unretrieved();
-        }
-        drop(st);
-        if let Some(cv) = waiters {
-            cv.notify_all();
-        }
-        self.dispatch(callbacks);
-        Ok(())
-    }
-
-    /// Runs or schedules callbacks of a done future; no lock is held.
-    fn dispatch(&self, callbacks: Callbacks) {
-        if callbacks.is_empty() {
-            return;
-        }
-        match &self.0.event_loop {
-            // A closed loop refuses them: they are dropped here, each userdata freed once.
-            Some(l) => drop(l.schedule_done(self, callbacks)),
-            None => {
-                // A callback may drop the last reference the caller held: keep one of our
-                // own until every callback ran.
-                let this = self.clone();
-                for cb in callbacks {
-                    cb.run(&this);
+        let inner = self.inner();
+        let core = inner.core();
+        let event_loop = &inner.body().event_loop;
+        let begun = match core.begin_complete(event_loop.is_some()) {
+            Ok(b) => b,
+            Err(()) => {
+                if matches!(outcome, Outcome::Cancelled(_)) && core.done_state().is_some() {
+                    // A cancel clears the mark whatever happens (F12, B8).
+                    core.set_retrieved();
+                }
+                return Err((AFUT_ERR_INVALID_STATE, outcome));
+            }
+        };
+        // The word is DONE | BUSY: this thread alone writes the outcome, once.
+        let (kind, data) = outcome.into_data();
+        // SAFETY: exclusive under BUSY (see `futures::state`); readers wait until `finish`
+        // or `publish` releases it.
+        inner.body().outcome.with_mut(|p| unsafe { (*p).write(data) });
+        let waiters = begun.had_waiters();
+        match core.finish(begun, kind, unretrieved) {
+            Finished::Now(callbacks) => {
+                if waiters {
+                    waiters::notify(self.as_ptr());
+                }
+                if !callbacks.is_empty() {
+                    // A loop-less future: the callbacks run right here, in registration order.
+                    // A callback may drop the last reference the caller held: keep one of
+                    // our own until every callback ran.
+                    let this = self.clone();
+                    for cb in callbacks {
+                        cb.run(&this);
+                    }
+                }
+            }
+            Finished::Queue(word) => {
+                let l = event_loop.as_ref().expect("a queued future has a loop");
+                // The queue's counted reference: a callback may drop the application's last one.
+                l.schedule_dispatch(Completed { fut: ManuallyDrop::new(self.clone()), word: Some(word) });
+                if waiters {
+                    waiters::notify(self.as_ptr());
                 }
             }
         }
+        Ok(())
     }
 
     /// `afut_add_done_callback`: appended while pending; scheduled at once (never inline)
     /// when done; run at once in this thread for a done loop-less future.
     pub(crate) fn add_done_callback(&self, cb: DoneCb) -> Result<(), (afut_status_t, DoneCb)> {
-        let mut st = self.0.state.lock();
-        if matches!(st.outcome, Outcome::Pending) {
-            st.callbacks.push(cb);
-            return Ok(());
-        }
-        drop(st);
-        match &self.0.event_loop {
-            Some(l) => l
-                .schedule_done(self, CallbackList::One(cb))
-                .map_err(|(s, list)| (s, list.into_iter().next().expect("the refused callback"))),
+        let cb = match self.core().add(cb) {
+            Ok(()) => return Ok(()),
+            Err(cb) => cb,
+        };
+        match &self.inner().body().event_loop {
+            Some(l) => l.schedule_late(self, cb),
             None => {
                 let this = self.clone();
                 cb.run(&this);
@@ -316,10 +447,10 @@ impl Future {
         }
     }
 
-    /// Removes every pending `(func, userdata)` entry; their userdata is freed after the lock
-    /// is released. Returns how many.
+    /// Removes every pending `(func, userdata)` entry; their userdata is freed once the state
+    /// word is released. Returns how many.
     pub(crate) fn remove_done_callback(&self, func: DoneFn, userdata: *mut c_void) -> usize {
-        let removed = self.remove_where(|cb| cb.matches(func, userdata));
+        let removed = self.core().remove(|cb| cb.matches(func, userdata));
         let n = removed.len();
         drop(removed);
         n
@@ -327,28 +458,28 @@ impl Future {
 
     /// Removes a library-internal callback by its token.
     pub(crate) fn remove_token(&self, token: u64) -> bool {
-        !self.remove_where(|cb| cb.has_token(token)).is_empty()
+        !self.core().remove(|cb| cb.has_token(token)).is_empty()
     }
 
-    fn remove_where(&self, pred: impl Fn(&DoneCb) -> bool) -> Vec<DoneCb> {
-        self.0.state.lock().callbacks.extract(pred)
+    /// The outcome of a done future (waiting out a completion that is still writing it);
+    /// None while pending.
+    fn done_outcome(&self) -> Option<OutcomeRef<'_>> {
+        let word = self.core().done_state()?;
+        Some(self.inner().outcome(word))
     }
 
     /// `afut_result`: the value (borrowed from the future), or the status of its outcome.
     pub(crate) fn result(&self) -> Result<*mut c_void, afut_status_t> {
-        let mut st = self.0.state.lock();
-        match &st.outcome {
-            Outcome::Pending => Err(AFUT_ERR_INVALID_STATE),
-            Outcome::Result(v) => Ok(v.ptr()),
-            Outcome::Exception(..) => {
-                st.set_retrieved();
+        match self.done_outcome() {
+            None => Err(AFUT_ERR_INVALID_STATE),
+            Some(OutcomeRef::Result(v)) => Ok(v.ptr()),
+            Some(OutcomeRef::Exception(_)) => {
+                self.core().set_retrieved();
                 Err(AFUT_ERR_EXCEPTION)
             }
-            Outcome::Cancelled(_) => Err(AFUT_ERR_CANCELLED),
-            Outcome::Mirrored(source, _) => {
-                let source = source.clone();
-                st.set_retrieved();
-                drop(st);
+            Some(OutcomeRef::Cancelled(_)) => Err(AFUT_ERR_CANCELLED),
+            Some(OutcomeRef::Mirrored(source)) => {
+                self.core().set_retrieved();
                 source.result()
             }
         }
@@ -356,20 +487,17 @@ impl Future {
 
     /// `afut_exception`: the exception (borrowed), none for a result, or the status.
     pub(crate) fn exception(&self) -> Result<ExceptionView, afut_status_t> {
-        let mut st = self.0.state.lock();
-        match &st.outcome {
-            Outcome::Pending => Err(AFUT_ERR_INVALID_STATE),
-            Outcome::Result(_) => Ok(ExceptionView::NoException),
-            Outcome::Exception(e, _) => {
+        match self.done_outcome() {
+            None => Err(AFUT_ERR_INVALID_STATE),
+            Some(OutcomeRef::Result(_)) => Ok(ExceptionView::NoException),
+            Some(OutcomeRef::Exception(e)) => {
                 let view = ExceptionView::Exception(e.as_c());
-                st.set_retrieved();
+                self.core().set_retrieved();
                 Ok(view)
             }
-            Outcome::Cancelled(_) => Err(AFUT_ERR_CANCELLED),
-            Outcome::Mirrored(source, _) => {
-                let source = source.clone();
-                st.set_retrieved();
-                drop(st);
+            Some(OutcomeRef::Cancelled(_)) => Err(AFUT_ERR_CANCELLED),
+            Some(OutcomeRef::Mirrored(source)) => {
+                self.core().set_retrieved();
                 source.exception()
             }
         }
@@ -377,22 +505,22 @@ impl Future {
 
     /// The loop this future is bound to (None: loop-less).
     pub(crate) fn event_loop(&self) -> Option<&Arc<dyn LoopLink>> {
-        self.0.event_loop.as_ref()
+        self.inner().body().event_loop.as_ref()
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        self.0.is_done()
+        self.inner().is_done()
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
-        matches!(self.0.state.lock().outcome, Outcome::Cancelled(_))
+        matches!(self.done_outcome(), Some(OutcomeRef::Cancelled(_)))
     }
 
     /// The cancel message (borrowed; stable for the future's life), NULL if none.
     pub(crate) fn cancel_message(&self) -> *const c_char {
-        match &self.0.state.lock().outcome {
-            Outcome::Cancelled(Some(m)) => m.as_ptr(),
-            _ => std::ptr::null(),
+        match self.done_outcome() {
+            Some(OutcomeRef::Cancelled(Some(m))) => m.as_ptr(),
+            _ => ptr::null(),
         }
     }
 
@@ -400,18 +528,15 @@ impl Future {
     /// this future alive while it uses it), marking it retrieved. None for a result, a
     /// cancellation or a pending future.
     pub(crate) fn copy_exception(&self) -> Option<Exception> {
-        let mut st = self.0.state.lock();
-        match &st.outcome {
-            Outcome::Exception(e, _) => {
+        match self.done_outcome()? {
+            OutcomeRef::Exception(e) => {
                 let copy =
                     Exception { code: e.code, message: e.message.clone(), detail: Owned::borrowed(e.detail.ptr()) };
-                st.set_retrieved();
+                self.core().set_retrieved();
                 Some(copy)
             }
-            Outcome::Mirrored(source, _) => {
-                let source = source.clone();
-                st.set_retrieved();
-                drop(st);
+            OutcomeRef::Mirrored(source) => {
+                self.core().set_retrieved();
                 source.copy_exception()
             }
             _ => None,
@@ -420,8 +545,8 @@ impl Future {
 
     /// An owned copy of the cancel message (None if not cancelled or cancelled without one).
     pub(crate) fn cancel_message_owned(&self) -> Option<CString> {
-        match &self.0.state.lock().outcome {
-            Outcome::Cancelled(m) => m.clone(),
+        match self.done_outcome() {
+            Some(OutcomeRef::Cancelled(m)) => m.clone(),
             _ => None,
         }
     }
@@ -432,29 +557,23 @@ impl Future {
     /// from it. Nothing happens if this future is already done (asyncio
     /// `_copy_future_state`, F21).
     pub(crate) fn mirror(&self, source: &Future) {
-        let (copied, exception) = {
-            let mut st = source.0.state.lock();
-            match &st.outcome {
-                Outcome::Pending => return,
-                Outcome::Cancelled(m) => (Outcome::Cancelled(m.clone()), false),
-                Outcome::Result(_) => (Outcome::Mirrored(source.clone(), false), false),
-                Outcome::Exception(..) => {
-                    // The wrapper now carries the exception and reports it if nobody reads
-                    // it; the source's copy counts as seen.
-                    st.set_retrieved();
-                    (Outcome::Mirrored(source.clone(), false), true)
-                }
-                Outcome::Mirrored(root, _) => {
-                    // Point at the future that holds the outcome, not at the wrapper: a chain
-                    // of wrappers then reads and frees its outcome in constant time and stack,
-                    // whatever its length.
-                    // The root is read after the source's lock is released (locks never nest).
-                    let root = root.clone();
-                    st.set_retrieved();
-                    drop(st);
-                    let exception = root.holds_exception();
-                    (Outcome::Mirrored(root, false), exception)
-                }
+        let (copied, exception) = match source.done_outcome() {
+            None => return,
+            Some(OutcomeRef::Cancelled(m)) => (Outcome::Cancelled(m.clone()), false),
+            Some(OutcomeRef::Result(_)) => (Outcome::Mirrored(source.clone()), false),
+            Some(OutcomeRef::Exception(_)) => {
+                // The wrapper now carries the exception and reports it if nobody reads it;
+                // the source's copy counts as seen.
+                source.core().set_retrieved();
+                (Outcome::Mirrored(source.clone()), true)
+            }
+            Some(OutcomeRef::Mirrored(root)) => {
+                // Point at the future that holds the outcome, not at the wrapper: a chain of
+                // wrappers then reads and frees its outcome in constant time and stack,
+                // whatever its length.
+                let exception = root.holds_exception();
+                source.core().set_retrieved();
+                (Outcome::Mirrored(root.clone()), exception)
             }
         };
         let _ = self.complete(copied, exception);
@@ -462,17 +581,16 @@ impl Future {
 
     /// True if the future finished with an exception (without marking it retrieved).
     fn holds_exception(&self) -> bool {
-        let root = match &self.0.state.lock().outcome {
-            Outcome::Exception(..) => return true,
-            Outcome::Mirrored(root, _) => root.clone(),
-            _ => return false,
-        };
-        root.holds_exception()
+        match self.done_outcome() {
+            Some(OutcomeRef::Exception(_)) => true,
+            Some(OutcomeRef::Mirrored(root)) => root.holds_exception(),
+            _ => false,
+        }
     }
 
     /// `afut_wait`: blocks until done or `timeout_s` passes.
     pub(crate) fn wait(&self, timeout_s: f64) -> afut_status_t {
-        if self.0.event_loop.as_ref().is_some_and(|l| l.is_running_on_this_thread()) {
+        if self.event_loop().is_some_and(|l| l.is_running_on_this_thread()) {
             return AFUT_ERR_WRONG_THREAD;
         }
         let deadline = if timeout_s.is_nan() {
@@ -484,63 +602,337 @@ impl Future {
             // is "forever", never "now".
             clock::instant_of(clock::now() + timeout_s.max(0.0))
         };
-        let mut st = self.0.state.lock();
+        if self.is_done() {
+            return AFUT_OK;
+        }
+        waiters::wait(self.as_ptr(), deadline, || !self.core().register_waiter())
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        self.inner().describe()
+    }
+}
+
+impl Clone for Future {
+    fn clone(&self) -> Future {
+        let old = self.inner().counts.fetch_add(STRONG_ONE, Ordering::Relaxed);
+        if old & STRONG_MASK >= COUNT_LIMIT {
+            std::process::abort();
+        }
+        Future(self.0)
+    }
+}
+
+impl Drop for Future {
+    fn drop(&mut self) {
+        let inner = self.inner();
+        // The only reference and no weak one: nobody else can reach the future (every other
+        // holder's access, a callback's included, is through a counted reference whose
+        // release this acquire load synchronises with), so it goes without a
+        // read-modify-write.
+        if inner.counts.load(Ordering::Acquire) == STRONG_ONE | WEAK_ONE {
+            // SAFETY: the last reference, as just shown; nothing else can reach it.
+            unsafe { destroy(self.0, true) };
+            return;
+        }
+        let old = inner.counts.fetch_sub(STRONG_ONE, Ordering::Release);
+        if old & STRONG_MASK != 1 {
+            return;
+        }
+        // Synchronise with every earlier release (an acquire load rather than an acquire
+        // fence, which ThreadSanitizer does not model).
+        inner.counts.load(Ordering::Acquire);
+        // SAFETY: no counted reference is left.
+        unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
+    }
+}
+
+/// Destroys a future whose last counted reference went: the report, the body, then the
+/// allocation unless weak references still hold it. `no_weak`: no weak reference existed when
+/// the last counted one went (none can appear after).
+///
+/// # Safety
+/// No counted reference is left (so nothing but weak references can reach the future, and
+/// they only touch the counts); called once.
+unsafe fn destroy(p: NonNull<FutureInner>, no_weak: bool) {
+    // SAFETY: the caller's promise; `finalize` runs before the body is dropped.
+    unsafe {
+        finalize(p);
+        let counts = counts(p);
+        if no_weak
+            || counts.load(Ordering::Acquire) == WEAK_ONE
+            || counts.fetch_sub(WEAK_ONE, Ordering::Release) == WEAK_ONE
+        {
+            counts.load(Ordering::Acquire);
+            drop(Box::from_raw(p.as_ptr()));
+        }
+    }
+}
+
+/// The never-retrieved report, then the body is dropped (what it owns released through
+/// `propagation::release`).
+///
+/// # Safety
+/// As for [`destroy`].
+unsafe fn finalize(p: NonNull<FutureInner>) {
+    // SAFETY: the caller's promise.
+    let inner = unsafe { p.as_ref() };
+    let body = inner.body();
+    let core = &body.core;
+    let done = core.done_state();
+    if let Some(word) = done
+        && Core::<DoneCb>::unretrieved(word)
+    {
+        // Clear first: nothing the handler does can make this report twice (F15 [C]).
+        core.set_retrieved();
+        let exc = match inner.outcome(word) {
+            OutcomeRef::Exception(e) => Some(e.as_c()),
+            OutcomeRef::Mirrored(source) => match source.exception() {
+                Ok(ExceptionView::Exception(e)) => Some(e),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let (Some(l), Some(exc)) = (&body.event_loop, exc) {
+            let l = l.clone();
+            // The handler may inspect the future but not keep it (B7): afut_ref and every
+            // call that would take a new reference refuse a finalizing future.
+            inner.tag.store(TAG_FINALIZING, std::sync::atomic::Ordering::Release);
+            let msg = if inner.kind_word() == "Task" {
+                c"Task exception was never retrieved"
+            } else {
+                c"Future exception was never retrieved"
+            };
+            l.report(msg, Some(inner), Some(&exc));
+        }
+    }
+    inner.tag.store(0, std::sync::atomic::Ordering::Release);
+    let outcome = done.map(|word| {
+        // SAFETY: the future is done, so the outcome of this kind is live; it is moved out
+        // once, here, and the body below never touches it again.
+        body.outcome.with(|o| unsafe { Outcome::from_data(Core::<DoneCb>::kind(word), ptr::read(o).assume_init()) })
+    });
+    let callbacks = core.take_for_drop();
+    // SAFETY: nothing else reaches the body any more (the caller's promise); only the
+    // behaviour is moved out, the rest is dropped in place, once.
+    let body = unsafe { &mut *ptr::addr_of_mut!((*p.as_ptr()).body) };
+    let behaviour = body.behaviour.take();
+    // What may own other futures (a behaviour's inputs, a mirrored source, callbacks that
+    // capture futures or whose userdata_free releases some) is released through
+    // `propagation::release`, which keeps the stack flat however deep the structure is.
+    // The rest drops here: value_free / detail_free run then.
+    if behaviour.is_some() || !callbacks.is_empty() || matches!(outcome, Some(Outcome::Mirrored(_))) {
+        propagation::release(propagation::Remains { _outcome: outcome, _callbacks: callbacks, _behaviour: behaviour });
+    } else {
+        drop(outcome);
+        drop(callbacks);
+    }
+    // SAFETY: the body is dropped once; the outcome was moved out above (the union has no
+    // drop glue) and the behaviour taken.
+    unsafe { ManuallyDrop::drop(body) };
+}
+
+/// The counts of a future, reached without a reference to its body (which may be gone).
+///
+/// # Safety
+/// The allocation is alive (the caller holds a reference of some kind).
+unsafe fn counts<'a>(p: NonNull<FutureInner>) -> &'a AtomicU64 {
+    // SAFETY: the caller's promise; only the field is borrowed.
+    unsafe { &*ptr::addr_of!((*p.as_ptr()).counts) }
+}
+
+impl WeakFuture {
+    /// A counted reference, unless the last one already went.
+    pub(crate) fn upgrade(&self) -> Option<Future> {
+        // SAFETY: a weak reference keeps the allocation (and so the counts) alive.
+        let counts = unsafe { counts(self.0) };
+        let mut c = counts.load(Ordering::Relaxed);
         loop {
-            if !matches!(st.outcome, Outcome::Pending) {
-                return AFUT_OK;
+            if c & STRONG_MASK == 0 {
+                return None;
             }
-            match deadline {
-                Some(d) if Instant::now() >= d => return AFUT_ERR_TIMEOUT,
-                _ => {}
-            }
-            let cv = st.waiters.get_or_insert_with(|| Arc::new(Condvar::new())).clone();
-            match deadline {
-                None => cv.wait(st.raw()),
-                Some(d) => {
-                    cv.wait_until(st.raw(), d);
-                }
+            match counts.compare_exchange_weak(c, c + STRONG_ONE, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return Some(Future(self.0)),
+                Err(now) => c = now,
             }
         }
     }
 
-    pub(crate) fn describe(&self) -> String {
-        self.0.describe()
+    /// True once the last counted reference went.
+    pub(crate) fn is_dead(&self) -> bool {
+        // SAFETY: a weak reference keeps the counts alive.
+        unsafe { counts(self.0) }.load(Ordering::Acquire) & STRONG_MASK == 0
+    }
+}
+
+impl Drop for WeakFuture {
+    fn drop(&mut self) {
+        // SAFETY: a weak reference keeps the allocation alive until this release.
+        let counts = unsafe { counts(self.0) };
+        if counts.fetch_sub(WEAK_ONE, Ordering::Release) == WEAK_ONE {
+            counts.load(Ordering::Acquire);
+            // SAFETY: the last weak reference, and the strong ones released theirs (the body
+            // is gone): nobody else can reach the allocation.
+            drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        }
+    }
+}
+
+/// A completed future whose callbacks its loop must run, with the queue's counted reference;
+/// its state word is still exclusive (BUSY) until the queue publishes it with
+/// [`Completed::publish`] or [`Completed::publish_linked`].
+pub(crate) struct Completed {
+    fut: ManuallyDrop<Future>,
+    /// The word to publish (taken by the publication).
+    word: Option<u64>,
+}
+
+impl Completed {
+    /// Publishes the completion with no queue link (the loop's own queue, or a refusal).
+    pub(crate) fn publish(self) -> Dispatch {
+        self.publish_linked(0)
+    }
+
+    /// Publishes the completion with `next` as its link in the loop's remote queue.
+    pub(crate) fn publish_linked(mut self, next: Link) -> Dispatch {
+        let word = self.word.take().expect("published once");
+        self.fut.core().publish(word, next);
+        // SAFETY: taken once; `self` is forgotten right after.
+        let fut = unsafe { ManuallyDrop::take(&mut self.fut) };
+        std::mem::forget(self);
+        Dispatch(fut)
+    }
+}
+
+impl Drop for Completed {
+    fn drop(&mut self) {
+        if let Some(word) = self.word.take() {
+            // Never queued: publish, then drop the callbacks unrun.
+            self.fut.core().publish(word, 0);
+            // SAFETY: taken once, in this drop.
+            drop(Dispatch(unsafe { ManuallyDrop::take(&mut self.fut) }));
+        }
+    }
+}
+
+/// A published completed future waiting for (or in) its loop's dispatch, with the queue's
+/// counted reference: running it runs its callbacks in registration order; dropping it drops
+/// the ones left unrun (each userdata freed once).
+pub(crate) struct Dispatch(Future);
+
+impl Dispatch {
+    /// The node as a link value, keeping it.
+    pub(crate) fn link_value(&self) -> Link {
+        self.0.0.as_ptr() as Link
+    }
+
+    /// The link stored in a queued node.
+    ///
+    /// # Safety
+    /// `link` came from [`Dispatch::into_link`] and the node is still queued (its reference
+    /// keeps it alive).
+    pub(crate) unsafe fn peek_next(link: Link) -> Link {
+        // SAFETY: the caller's promise.
+        unsafe { (*(link as *const FutureInner)).core().link() }
+    }
+
+    /// Changes the link (a push that lost its compare-and-swap and tries again).
+    pub(crate) fn relink(&self, old: Link, new: Link) {
+        self.0.core().relink(old, new);
+    }
+
+    /// The node as a link value (the queue owns it, and its reference, from now on).
+    pub(crate) fn into_link(self) -> Link {
+        let link = self.link_value();
+        std::mem::forget(self);
+        debug_assert!(link & state::LINK_BOXED == 0);
+        link
+    }
+
+    /// # Safety
+    /// `link` came from [`Dispatch::into_link`] and is taken back once.
+    pub(crate) unsafe fn from_link(link: Link) -> Dispatch {
+        // SAFETY: the caller's promise: the queue's reference comes back.
+        Dispatch(unsafe { Future::from_raw(link as *const afut_t) })
+    }
+
+    /// Starts the dispatch: yields the callbacks in registration order, with the future
+    /// ([`DispatchRun::future`]) to call them with.
+    pub(crate) fn run(self) -> DispatchRun {
+        let callbacks = self.0.core().take_dispatch();
+        // SAFETY: `self` is forgotten right after its future is moved out.
+        let fut = unsafe { ptr::read(&self.0) };
+        std::mem::forget(self);
+        DispatchRun { fut, callbacks }
+    }
+}
+
+impl Drop for Dispatch {
+    fn drop(&mut self) {
+        // Dropped unrun (a closed loop): the callbacks go unrun, then the reference.
+        drop(self.0.core().take_dispatch());
+    }
+}
+
+/// The callbacks of a dispatch, in registration order, and the queue's reference to their
+/// future (so a callback may drop the application's last one). Dropping it drops the
+/// callbacks left unrun, then the reference.
+pub(crate) struct DispatchRun {
+    callbacks: state::Callbacks<DoneCb>,
+    fut: Future,
+}
+
+impl DispatchRun {
+    pub(crate) fn future(&self) -> &Future {
+        &self.fut
+    }
+}
+
+impl Iterator for DispatchRun {
+    type Item = DoneCb;
+
+    fn next(&mut self) -> Option<DoneCb> {
+        self.callbacks.next()
     }
 }
 
 impl FutureInner {
     /// "Task" for a task, "Future" otherwise (describe and reports).
     fn kind_word(&self) -> &'static str {
-        if self.behaviour.as_ref().is_some_and(|b| b.is_task()) { "Task" } else { "Future" }
+        if self.body().behaviour.as_ref().is_some_and(|b| b.is_task()) { "Task" } else { "Future" }
     }
 
     pub(crate) fn tag(&self) -> u64 {
-        self.tag.load(Ordering::Acquire)
+        self.tag.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn is_done(&self) -> bool {
-        !matches!(self.state.lock().outcome, Outcome::Pending)
+        self.core().is_done()
     }
 
     /// asyncio-style repr: `<Future pending cb=[2]>`, `<Future finished result=0x1f2e>`, ...
     pub(crate) fn describe(&self) -> String {
-        // Asked before taking the state lock: a behaviour takes its own lock, and locks
-        // never nest.
-        let pending = self.behaviour.as_ref().and_then(|b| b.pending_word()).unwrap_or("pending");
-        let st = self.state.lock();
-        let body = match &st.outcome {
-            Outcome::Pending if st.callbacks.is_empty() => pending.to_string(),
-            Outcome::Pending => format!("{pending} cb=[{}]", st.callbacks.len()),
-            Outcome::Cancelled(_) => "cancelled".to_string(),
-            Outcome::Result(v) if v.ptr().is_null() => "finished result=NULL".to_string(),
-            Outcome::Result(v) => format!("finished result={:#x}", v.ptr() as usize),
-            Outcome::Exception(e, _) => match &e.message {
+        // Asked before looking at the state: a behaviour takes its own lock.
+        let pending = self.body().behaviour.as_ref().and_then(|b| b.pending_word()).unwrap_or("pending");
+        let core = self.core();
+        let Some(word) = core.done_state() else {
+            let body = match core.pending_count() {
+                Some(0) => pending.to_string(),
+                Some(n) => format!("{pending} cb=[{n}]"),
+                // Completed meanwhile.
+                None => return self.describe(),
+            };
+            return format!("<{} {body}>", self.kind_word());
+        };
+        let body = match self.outcome(word) {
+            OutcomeRef::Cancelled(_) => "cancelled".to_string(),
+            OutcomeRef::Result(v) if v.ptr().is_null() => "finished result=NULL".to_string(),
+            OutcomeRef::Result(v) => format!("finished result={:#x}", v.ptr() as usize),
+            OutcomeRef::Exception(e) => match &e.message {
                 Some(m) => format!("finished exception=code {}: {}", e.code, m.to_string_lossy()),
                 None => format!("finished exception=code {}", e.code),
             },
-            Outcome::Mirrored(source, _) => {
-                let source = source.clone();
-                drop(st);
+            OutcomeRef::Mirrored(source) => {
                 let text = source.describe();
                 let body = text.split_once(' ').map_or("finished", |(_, b)| b.trim_end_matches('>'));
                 return format!("<{} {body}>", self.kind_word());
@@ -550,52 +942,96 @@ impl FutureInner {
     }
 }
 
-impl Drop for FutureInner {
-    fn drop(&mut self) {
-        let st = self.state.get_mut();
-        if st.is_unretrieved() {
-            // Clear first: nothing the handler does can make this report twice (F15 [C]).
-            st.set_retrieved();
-            let exc = match &st.outcome {
-                Outcome::Exception(e, _) => Some(e.as_c()),
-                Outcome::Mirrored(source, _) => match source.exception() {
-                    Ok(ExceptionView::Exception(e)) => Some(e),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let (Some(l), Some(exc)) = (&self.event_loop, exc) {
-                let l = l.clone();
-                // The handler may inspect the future but not keep it (B7): afut_ref and
-                // every call that would take a new reference refuse a finalizing future.
-                self.tag.store(TAG_FINALIZING, Ordering::Release);
-                let this: &FutureInner = self;
-                let msg = if self.kind_word() == "Task" {
-                    c"Task exception was never retrieved"
-                } else {
-                    c"Future exception was never retrieved"
-                };
-                l.report(msg, Some(this), Some(&exc));
+/// Where `afut_wait` blocks: a fixed table of mutex + condition variable pairs, picked by the
+/// future's address, so that a future pays nothing for waiting it never does. A waiter marks
+/// the future (`WAITERS` in its state word) while holding its bucket's mutex; a completion
+/// that saw the mark takes the same mutex before it notifies, so a wakeup is never lost.
+/// Futures sharing a bucket wake each other spuriously, and each waiter checks its own.
+mod waiters {
+    use std::time::Instant;
+
+    #[cfg(not(all(test, loom)))]
+    use crate::abi::AFUT_ERR_TIMEOUT;
+    use crate::abi::{AFUT_OK, afut_status_t, afut_t};
+
+    const BUCKETS: usize = 64;
+
+    fn index(fut: *const afut_t) -> usize {
+        // Allocations are 16-aligned: skip the bits that never vary.
+        ((fut as usize) >> 4) % BUCKETS
+    }
+
+    #[cfg(not(all(test, loom)))]
+    mod table {
+        use crate::lock::Mutex;
+
+        pub(super) struct Bucket {
+            pub(super) lock: Mutex<()>,
+            pub(super) cv: parking_lot::Condvar,
+        }
+
+        #[allow(clippy::declare_interior_mutable_const)]
+        const EMPTY: Bucket = Bucket { lock: Mutex::new(()), cv: parking_lot::Condvar::new() };
+        pub(super) static TABLE: [Bucket; super::BUCKETS] = [EMPTY; super::BUCKETS];
+    }
+
+    /// Blocks until `done()` says the future is done (it also marks the future as waited
+    /// on) or the deadline passes.
+    #[cfg(not(all(test, loom)))]
+    pub(super) fn wait(fut: *const afut_t, deadline: Option<Instant>, done: impl Fn() -> bool) -> afut_status_t {
+        let bucket = &table::TABLE[index(fut)];
+        let mut g = bucket.lock.lock();
+        loop {
+            if done() {
+                return AFUT_OK;
+            }
+            match deadline {
+                Some(d) if Instant::now() >= d => return AFUT_ERR_TIMEOUT,
+                Some(d) => {
+                    bucket.cv.wait_until(g.raw(), d);
+                }
+                None => bucket.cv.wait(g.raw()),
             }
         }
-        self.tag.store(0, Ordering::Release);
-        // What may own other futures (a behaviour's inputs, a mirrored source, callbacks that
-        // capture futures or whose userdata_free releases some) is released through
-        // `propagation::release`, which keeps the stack flat however deep the structure is.
-        // The rest drops with the fields: value_free / detail_free run then.
-        let st = self.state.get_mut();
-        if self.behaviour.is_some() || !st.callbacks.is_empty() || matches!(st.outcome, Outcome::Mirrored(..)) {
-            let outcome = match st.outcome {
-                Outcome::Mirrored(..) => std::mem::replace(&mut st.outcome, Outcome::Pending),
-                _ => Outcome::Pending,
-            };
-            propagation::release(propagation::Remains {
-                _outcome: outcome,
-                _callbacks: std::mem::take(&mut st.callbacks),
-                _behaviour: self.behaviour.take(),
-            });
+    }
+
+    /// Wakes the waiters of `fut` (and of the futures sharing its bucket).
+    #[cfg(not(all(test, loom)))]
+    pub(super) fn notify(fut: *const afut_t) {
+        let bucket = &table::TABLE[index(fut)];
+        drop(bucket.lock.lock());
+        bucket.cv.notify_all();
+    }
+
+    #[cfg(all(test, loom))]
+    loom::lazy_static! {
+        static ref TABLE: Vec<(loom::sync::Mutex<()>, loom::sync::Condvar)> =
+            (0..BUCKETS).map(|_| (loom::sync::Mutex::new(()), loom::sync::Condvar::new())).collect();
+    }
+
+    /// Under loom: the same protocol with loom's mutex and condition variable; a deadline is
+    /// treated as "forever" (the model has no clock).
+    #[cfg(all(test, loom))]
+    pub(super) fn wait(fut: *const afut_t, _deadline: Option<Instant>, done: impl Fn() -> bool) -> afut_status_t {
+        let (lock, cv) = &TABLE[index(fut)];
+        let mut g = lock.lock().unwrap();
+        loop {
+            if done() {
+                return AFUT_OK;
+            }
+            g = cv.wait(g).unwrap();
         }
     }
+
+    #[cfg(all(test, loom))]
+    pub(super) fn notify(fut: *const afut_t) {
+        let (lock, cv) = &TABLE[index(fut)];
+        drop(lock.lock().unwrap());
+        cv.notify_all();
+    }
+
+    #[allow(dead_code)]
+    fn _unused(_: afut_status_t) {}
 }
 
 /// Keeps cancels and frees that travel through chains of futures in bounds: constant stack
@@ -617,7 +1053,8 @@ mod propagation {
     use std::collections::{HashSet, VecDeque};
     use std::ffi::CString;
 
-    use super::{Behaviour, Callbacks, Future, Outcome};
+    use super::{Behaviour, DoneCb, Future, Outcome};
+    use crate::futures::state::Callbacks;
 
     /// How deep cancels and frees recurse on one thread before they are queued.
     const DEPTH_LIMIT: u32 = 64;
@@ -627,8 +1064,8 @@ mod propagation {
 
     /// The fields of a freed future that may own other futures.
     pub(crate) struct Remains {
-        pub(crate) _outcome: Outcome,
-        pub(crate) _callbacks: Callbacks,
+        pub(crate) _outcome: Option<Outcome>,
+        pub(crate) _callbacks: Callbacks<DoneCb>,
         pub(crate) _behaviour: Option<Box<Box<dyn Behaviour>>>,
     }
 
@@ -732,32 +1169,33 @@ impl HasHandle for Future {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     //! The state machine without an event loop: a [`FakeLoop`] stands in for the runtime and
     //! records what a future hands it. No test here makes a system call (Miri runs them all).
 
     use super::*;
+    use crate::lock::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
-    /// A pending future with one done-callback is one allocation of at most 128 bytes from
+    /// A pending future with one done-callback is one allocation of at most 96 bytes from
     /// malloc's point of view (its request, plus malloc's 8-byte header, rounded to 16):
-    /// the Arc's two counts plus `FutureInner` must stay within 120 bytes.
+    /// `FutureInner`, counts included, must stay within 88 bytes.
     #[test]
-    fn a_future_fits_in_one_128_byte_malloc_chunk() {
-        let request = std::mem::size_of::<FutureInner>() + 2 * std::mem::size_of::<usize>();
-        assert!(request <= 120, "FutureInner grew: the Arc allocation asks for {request} bytes");
+    fn a_future_fits_in_one_96_byte_malloc_chunk() {
+        let request = std::mem::size_of::<FutureInner>();
+        assert!(request <= 88, "FutureInner grew: the allocation asks for {request} bytes");
     }
 
     // ----- test doubles -----
 
-    /// A loop that queues what `schedule_done` gets (for [`FakeLoop::run`] to run later) and
+    /// A loop that queues what `schedule_dispatch` and `schedule_late` get (for [`FakeLoop::run`] to run later) and
     /// records each call and each report.
     #[derive(Default)]
     struct FakeLoop {
         closed: AtomicBool,
         running_here: AtomicBool,
-        /// The number of callbacks of each `schedule_done` call, in order.
+        /// The number of callbacks of each `schedule_dispatch` / `schedule_late` call, in order.
         calls: Mutex<Vec<usize>>,
         queue: Mutex<Vec<(Future, DoneCb)>>,
         /// (message, exception code, the future's tag during the report).
@@ -785,12 +1223,25 @@ mod tests {
     }
 
     impl LoopLink for FakeLoop {
-        fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)> {
+        fn schedule_dispatch(&self, completed: Completed) {
             if self.closed.load(Ordering::Acquire) {
-                return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
+                // Refused: dropped unrun, as the real loop does.
+                drop(completed);
+                return;
             }
+            let run = completed.publish().run();
+            let fut = run.future().clone();
+            let callbacks: Vec<DoneCb> = run.collect();
             self.calls.lock().push(callbacks.len());
             self.queue.lock().extend(callbacks.into_iter().map(|cb| (fut.clone(), cb)));
+        }
+
+        fn schedule_late(&self, fut: &Future, cb: DoneCb) -> Result<(), (afut_status_t, DoneCb)> {
+            if self.closed.load(Ordering::Acquire) {
+                return Err((AFUT_ERR_LOOP_CLOSED, cb));
+            }
+            self.calls.lock().push(1);
+            self.queue.lock().push((fut.clone(), cb));
             Ok(())
         }
 
@@ -928,7 +1379,7 @@ mod tests {
         assert!(lp.calls.lock().is_empty(), "nothing is scheduled while pending");
         assert!(f.set_result(Owned::borrowed(std::ptr::null_mut())).is_ok());
         assert!(log.lock().is_empty(), "no callback runs inside set_result");
-        assert_eq!(*lp.calls.lock(), [3], "one schedule_done with the three callbacks");
+        assert_eq!(*lp.calls.lock(), [3], "one schedule_dispatch with the three callbacks");
         assert_eq!(lp.run(), 3);
         assert_eq!(*log.lock(), [1, 2, 3], "registration order");
         // Added once done: scheduled at once, as its own run, still never inline.

@@ -6,9 +6,10 @@
 //! as this iteration's batch and run it. What the batch schedules lands in the (new) ready
 //! queue and runs in the next iteration.
 //!
-//! Locking: `sched` protects the queue, the handle table and the timers. It is held only to
-//! push or take entries, never while C code runs: callbacks, userdata destructors and the
-//! exception handler all run with no lock held.
+//! The ready queues are lock-free (`runtime::queue`): the running thread's own queue and a
+//! stack other threads push onto. `sched` protects the handle table and the timers. It is held
+//! only to push or take entries, never while C code runs: callbacks, userdata destructors and
+//! the exception handler all run with no lock held.
 
 use std::collections::VecDeque;
 use std::ffi::CStr;
@@ -21,47 +22,57 @@ use crate::abi::*;
 use crate::callback::Handler;
 use crate::callback::{Callback, Hook, Owned};
 use crate::clock;
-use crate::futures::done::{CallbackList, next_token};
-use crate::futures::future::{Callbacks, DoneCb, Future, FutureInner, LoopLink};
+use crate::futures::done::next_token;
+use crate::futures::future::{Completed, Dispatch, DoneCb, Future, FutureInner, LoopLink, WeakFuture};
 use crate::runtime::handles::{Handle, HandleTable};
+use crate::runtime::queue::{Pushed, Queues};
 use crate::runtime::report::write_to_stderr;
 use crate::runtime::timers::TimerHeap;
 use crate::runtime::wakeup::Wakeup;
 use crate::runtime::watchers::{AddError, Kind, Watcher, Watchers};
-use crate::thread_id::current as thread_token;
 
 /// Debug mode reports callbacks slower than this (asyncio `slow_callback_duration`).
 const SLOW_CALLBACK_S: f64 = 0.1;
 
-enum Item {
+pub(crate) enum Item {
     /// A `call_soon` / due `call_at` entry; skipped if its handle was cancelled meanwhile.
     Call(Handle),
-    /// A done-callback of a completed future.
-    Done(Future, DoneCb),
+    /// A completed future: its done-callbacks, in registration order (one contiguous run,
+    /// asyncio F5).
+    Done(Dispatch),
+    /// A done-callback added to a future that was already done (boxed: rare).
+    Late(Box<(Future, DoneCb)>),
     /// An fd watcher whose fd was ready; skipped if it was removed or replaced meanwhile.
     Io(Arc<Watcher>),
 }
 
+impl From<Dispatch> for Item {
+    fn from(d: Dispatch) -> Item {
+        Item::Done(d)
+    }
+}
+
 #[derive(Default)]
 struct Sched {
-    ready: VecDeque<Item>,
-    /// The previous batch's (empty) buffer, reused to avoid an allocation per iteration.
-    spare: VecDeque<Item>,
     handles: HandleTable,
     timers: TimerHeap,
 }
 
 pub(crate) struct LoopInner {
+    /// The ready queues and the record of which thread runs the loop (its token: 0 for none).
+    queue: Queues<Item>,
     sched: Mutex<Sched>,
+    /// The timer heap's size, published under `sched` whenever it changes: an iteration
+    /// takes the lock for timers only when there are some.
+    timer_count: AtomicUsize,
     wake: Wakeup,
     /// The fd watchers (see `runtime::watchers`).
     io: Watchers,
-    /// Token of the thread inside run_* / close (0: none).
-    running: AtomicU64,
     stopping: AtomicBool,
-    /// Set once, by `close`, while it holds `sched`. Submissions read it with `sched` held,
-    /// so each one is ordered against the close by the lock: it either got in before (and
-    /// the close then drops its entry) or sees the flag (and gets its callback back). Readers
+    /// Set once, by `close`, while it holds `sched`. Submissions to the handle table and the
+    /// timers read it with `sched` held, so each one is ordered against the close by the lock:
+    /// it either got in before (and the close then drops its entry) or sees the flag (and gets
+    /// its callback back). The ready queues have their own closed state (`Queues::close`). Readers
     /// without the lock (`is_closed`, `enter`, `timeout_ms`) only answer "closed yet?", and
     /// a run that claims `running` after the close released it is ordered after the store
     /// by that claim (the close stores the flag before its `RunGuard` releases `running`).
@@ -76,7 +87,7 @@ pub(crate) struct LoopInner {
     handler: Mutex<Option<Arc<Handler>>>,
     wakeup_hook: Mutex<Option<Arc<Hook>>>,
     /// Futures told when the loop closes (tasks), held weakly.
-    watched: Mutex<Vec<Weak<FutureInner>>>,
+    watched: Mutex<Vec<WeakFuture>>,
     /// `REAL_CLOCK`, or a virtual clock (`afut_loop_set_virtual_clock`): `VIRTUAL_MANUAL`,
     /// `VIRTUAL_AUTO`.
     clock_mode: AtomicU8,
@@ -142,6 +153,17 @@ fn timers_budget(inner: &LoopInner, s: &mut Sched, max_wait_ms: i32) -> i32 {
     }
 }
 
+/// The slow-callback report of debug mode (asyncio `slow_callback_duration`), timed on the
+/// loop's clock as asyncio does (a virtual clock included).
+#[cold]
+fn slow_callback(l: &LoopInner, started: f64, what: String) {
+    let took = l.time() - started;
+    if took >= SLOW_CALLBACK_S {
+        let msg = std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds")).unwrap_or_default();
+        l.deliver_report(&msg, None, None);
+    }
+}
+
 /// Marks the loop as owned by this thread for a run (or a close); released on drop, also
 /// when a panic unwinds through the run.
 struct RunGuard<'a>(&'a LoopInner);
@@ -151,17 +173,18 @@ impl Drop for RunGuard<'_> {
         if std::thread::panicking() {
             self.0.poisoned.store(true, Ordering::Release);
         }
-        self.0.running.store(0, Ordering::Release);
+        self.0.queue.release();
     }
 }
 
 impl Loop {
     pub(crate) fn new() -> std::io::Result<Loop> {
         Ok(Loop(Arc::new(LoopInner {
+            queue: Queues::default(),
             sched: Mutex::new(Sched::default()),
+            timer_count: AtomicUsize::new(0),
             wake: Wakeup::new()?,
             io: Watchers::default(),
-            running: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             freed: AtomicBool::new(false),
@@ -199,7 +222,7 @@ impl Loop {
     }
 
     pub(crate) fn is_running(&self) -> bool {
-        self.0.running.load(Ordering::Acquire) != 0
+        self.0.queue.runner() != 0
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -229,9 +252,12 @@ impl Loop {
         let handle = s.handles.insert(cb, when.is_some());
         match when {
             None => {
-                s.ready.push_back(Item::Call(handle));
                 drop(s);
-                self.notify();
+                // A close that came in between already freed the callback (with the handle
+                // table); a refused item then only carries the dead handle.
+                if let Ok(Pushed::Remote) = self.0.queue.push(Item::Call(handle)) {
+                    self.notify();
+                }
             }
             Some(w) => {
                 // A timer is not work until it is due: it never raises the signal. Only a
@@ -242,6 +268,7 @@ impl Loop {
                 let Sched { timers, handles, .. } = &mut *s;
                 let earliest = timers.next_deadline(handles).is_none_or(|d| w < d);
                 timers.push(w, handle);
+                self.0.timer_count.store(timers.len(), Ordering::Relaxed);
                 if earliest && w != f64::INFINITY && self.waiter_elsewhere() {
                     match self.virtual_time() {
                         None => self.0.wake.arm_timer(Some(w)),
@@ -271,7 +298,7 @@ impl Loop {
                 true
             } else {
                 if w.len() == w.capacity() {
-                    w.retain(|f| f.strong_count() > 0);
+                    w.retain(|f| !f.is_dead());
                 }
                 w.push(fut.downgrade());
                 false
@@ -291,6 +318,7 @@ impl Loop {
             if entry.is_timer {
                 let Sched { timers, handles, .. } = &mut *s;
                 timers.note_cancelled(handles);
+                self.0.timer_count.store(timers.len(), Ordering::Relaxed);
             }
             entry
         };
@@ -310,9 +338,9 @@ impl Loop {
         if !self.0.host_mode.swap(true, Ordering::AcqRel) {
             let work = {
                 let mut s = self.0.sched.lock();
-                let Sched { timers, handles, ready, .. } = &mut *s;
+                let Sched { timers, handles, .. } = &mut *s;
                 let due = self.arm_for_host(timers.next_deadline(handles));
-                !ready.is_empty() || due
+                !self.0.queue.is_empty_hint() || due
             };
             if work {
                 self.signal();
@@ -334,9 +362,9 @@ impl Loop {
         if self.0.host_mode.load(Ordering::Acquire) {
             let work = {
                 let mut s = self.0.sched.lock();
-                let Sched { timers, handles, ready, .. } = &mut *s;
+                let Sched { timers, handles, .. } = &mut *s;
                 let due = self.arm_for_host(timers.next_deadline(handles));
-                !ready.is_empty() || due
+                !self.0.queue.is_empty_hint() || due
             };
             if work {
                 self.signal();
@@ -357,10 +385,10 @@ impl Loop {
         if self.is_closed() {
             return -1;
         }
-        let mut s = self.0.sched.lock();
-        if !s.ready.is_empty() {
+        if !self.0.queue.is_empty_hint() {
             return 0;
         }
+        let mut s = self.0.sched.lock();
         timers_budget(&self.0, &mut s, -1)
     }
 
@@ -381,14 +409,13 @@ impl Loop {
 
     /// `afut_loop_time`: the real monotonic clock, or the virtual one.
     pub(crate) fn time(&self) -> f64 {
-        self.virtual_time().unwrap_or_else(clock::now)
+        self.0.time()
     }
 
     /// `afut_loop_set_virtual_clock`: refused while a live timer exists. The first switch
     /// starts the clock at 0; a later one only changes `auto_advance`.
     pub(crate) fn set_virtual_clock(&self, auto_advance: bool) -> afut_status_t {
-        let running = self.0.running.load(Ordering::Acquire);
-        if running != 0 && running != thread_token() {
+        if self.0.queue.runner() != 0 && !self.0.queue.is_owner() {
             return AFUT_ERR_WRONG_THREAD;
         }
         let mut s = self.0.sched.lock();
@@ -402,6 +429,7 @@ impl Loop {
         if self.0.clock_mode.load(Ordering::Acquire) == REAL_CLOCK {
             // Only dead entries are left: drop them, and the timerfd they may have armed.
             timers.clear();
+            self.0.timer_count.store(0, Ordering::Relaxed);
             self.0.wake.arm_timer(None);
             self.0.virtual_now.store(0f64.to_bits(), Ordering::Release);
         }
@@ -450,7 +478,7 @@ impl Loop {
         if self.is_closed() {
             return Err(AFUT_ERR_LOOP_CLOSED);
         }
-        if self.0.running.compare_exchange(0, thread_token(), Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if !self.0.queue.claim() {
             return Err(AFUT_ERR_LOOP_RUNNING);
         }
         let guard = RunGuard(&self.0);
@@ -526,10 +554,11 @@ impl Loop {
     /// One iteration; returns how many callbacks and timers ran.
     ///
     /// `buffer`: an empty queue buffer owned by the caller across iterations (`run_forever`),
-    /// swapped with the ready queue to take the batch, so that a busy iteration locks `sched`
-    /// once. `None` (`run_once`) uses the loop's spare buffer, given back at the end.
+    /// swapped with the ready queue to take the batch. `None` (`run_once`) uses the queues'
+    /// spare buffer, given back at the end.
     fn iteration(&self, max_wait_ms: i32, buffer: Option<&mut VecDeque<Item>>) -> usize {
         let inner = &*self.0;
+        let queue = &inner.queue;
         let host = inner.host_mode.load(Ordering::Acquire);
         if host {
             // The poller is this thread's for the iteration (see `Wakeup::park_relay`).
@@ -540,18 +569,22 @@ impl Loop {
         }
         // With fds watched, the wait also says which are ready.
         let mut polled = false;
-        let mut s = inner.sched.lock();
-        if max_wait_ms != 0 && s.ready.is_empty() && !inner.stopping.load(Ordering::Acquire) {
-            let mut timeout = timers_budget(inner, &mut s, max_wait_ms);
+        if max_wait_ms != 0 && queue.is_empty() && !inner.stopping.load(Ordering::Acquire) {
+            let mut timeout = self.wait_budget(max_wait_ms);
             if timeout != 0 {
-                drop(s);
-                if !host && inner.wake.is_signalled() {
-                    // About to sleep on a raised signal: lower it (no system call), then look
-                    // again. A standalone loop lowers the signal only here, so producers write
-                    // the eventfd once per sleep, never once per batch. Anything queued after
-                    // the lowering raises it again (and writes the eventfd), so it is either
-                    // seen by this second look or wakes the wait below.
+                // About to sleep on a raised signal: lower it (no system call). A standalone
+                // loop lowers the signal only here, so producers write the eventfd once per
+                // sleep, never once per batch. Then one last look at the queues, with a
+                // read-modify-write of the remote stack: anything pushed after it raises the
+                // signal again (and writes the eventfd), so it is either seen by this look or
+                // wakes the wait below (see `runtime::queue`).
+                let lowered = !host && inner.wake.is_signalled();
+                if lowered {
                     inner.wake.lower();
+                }
+                if !queue.look_before_sleep() {
+                    timeout = 0;
+                } else if lowered {
                     timeout = self.wait_budget(max_wait_ms);
                 }
                 if timeout != 0 && !inner.wake.is_signalled() {
@@ -564,141 +597,144 @@ impl Loop {
                         inner.wake.drain();
                     }
                 }
-                s = inner.sched.lock();
             }
         }
         // Which watched fds are ready: the wait said so (`polled`), or a look with a zero
-        // timeout does, without the lock (also when fds became watched during the wait).
-        let io = polled || {
-            inner.wake.watching() && {
-                drop(s);
-                let looked = inner.wake.wait(0, true);
-                s = inner.sched.lock();
-                looked
-            }
+        // timeout does (also when fds became watched during the wait).
+        let io = polled || (inner.wake.watching() && inner.wake.wait(0, true));
+        let mut own_buffer: Option<VecDeque<Item>> = None;
+        let batch = match buffer {
+            Some(b) => b,
+            None => own_buffer.insert(queue.take_spare()),
         };
-        let mut own_buffer = VecDeque::new();
-        let batch = {
-            let Sched { timers, handles, ready, spare, .. } = &mut *s;
-            if io {
-                // After what was ready, before the timers that came due (asyncio's order).
-                inner.io.dispatch(&inner.wake, |w| ready.push_back(Item::Io(w)));
-            }
-            // The clock is read only when a timer is involved.
-            let armed = inner.wake.armed_deadline();
-            if timers.len() > 0 || armed.is_finite() {
-                let now = match inner.virtual_time() {
-                    None => {
-                        let now = clock::now();
-                        if armed <= now {
-                            // The timerfd fired (or is about to): clear it, or it stays readable.
-                            inner.wake.consume_timer();
-                        }
-                        now
-                    }
-                    Some(now) => {
-                        // Auto-advance: nothing ready (work from other threads is in `ready`
-                        // by now) and no timer due: jump exactly to the next deadline.
-                        let idle = ready.is_empty() && !inner.stopping.load(Ordering::Acquire);
-                        match timers.next_deadline(handles) {
-                            Some(d) if idle && d > now && d.is_finite() && inner.may_jump() => {
-                                inner.virtual_now.store(d.to_bits(), Ordering::Release);
-                                d
-                            }
-                            _ => now,
-                        }
-                    }
-                };
-                timers.pop_due(now, handles, |h| ready.push_back(Item::Call(h)));
-            }
-            // The batch is the ready queue; an empty buffer becomes the new one.
-            let batch = match buffer {
-                Some(b) => b,
+        // The batch is the ready queue (what other threads pushed drained into it first); an
+        // empty buffer becomes the new one.
+        if host {
+            queue.take_after_clear(batch);
+        } else {
+            queue.take(batch);
+        }
+        if io {
+            // After what was ready, before the timers that came due (asyncio's order).
+            inner.io.dispatch(&inner.wake, |w| batch.push_back(Item::Io(w)));
+        }
+        // Due timers join the end of the batch. The lock and the clock only when a timer is
+        // involved.
+        let armed = inner.wake.armed_deadline();
+        if inner.timer_count.load(Ordering::Relaxed) > 0 || armed.is_finite() {
+            let mut s = inner.sched.lock();
+            let Sched { timers, handles, .. } = &mut *s;
+            let now = match inner.virtual_time() {
                 None => {
-                    std::mem::swap(&mut own_buffer, spare);
-                    &mut own_buffer
+                    let now = clock::now();
+                    if armed <= now {
+                        // The timerfd fired (or is about to): clear it, or it stays readable.
+                        inner.wake.consume_timer();
+                    }
+                    now
+                }
+                Some(now) => {
+                    // Auto-advance: nothing ready (work from other threads is in the batch by
+                    // now) and no timer due: jump exactly to the next deadline.
+                    let idle = batch.is_empty() && !inner.stopping.load(Ordering::Acquire);
+                    match timers.next_deadline(handles) {
+                        Some(d) if idle && d > now && d.is_finite() && inner.may_jump() => {
+                            inner.virtual_now.store(d.to_bits(), Ordering::Release);
+                            d
+                        }
+                        _ => now,
+                    }
                 }
             };
-            std::mem::swap(ready, batch);
-            batch
-        };
-        drop(s);
+            timers.pop_due(now, handles, |h| batch.push_back(Item::Call(h)));
+            inner.timer_count.store(timers.len(), Ordering::Relaxed);
+        }
         let debug = inner.debug.load(Ordering::Acquire);
         let mut ran = 0;
         while let Some(item) = batch.pop_front() {
-            // Timed on the loop's clock, as asyncio does (a virtual clock included).
-            let started = debug.then(|| self.time());
-            let what = match item {
+            match item {
                 Item::Call(h) => {
                     let entry = inner.sched.lock().handles.remove(h);
                     let Some(entry) = entry else { continue };
-                    let what = debug.then(|| entry.callback.describe());
-                    entry.callback.run();
-                    what
+                    if debug {
+                        let (started, what) = (inner.time(), entry.callback.describe());
+                        entry.callback.run();
+                        slow_callback(inner, started, what);
+                    } else {
+                        entry.callback.run();
+                    }
+                    ran += 1;
                 }
-                Item::Done(fut, cb) => {
-                    let what = debug.then(|| cb.describe());
-                    cb.run(&fut);
-                    what
+                Item::Done(d) => {
+                    // The future stays alive (pinned) until `run` is dropped, even if a
+                    // callback drops its last reference.
+                    let mut run = d.run();
+                    while let Some(cb) = run.next() {
+                        if debug {
+                            let (started, what) = (inner.time(), cb.describe());
+                            cb.run(run.future());
+                            slow_callback(inner, started, what);
+                        } else {
+                            cb.run(run.future());
+                        }
+                        ran += 1;
+                    }
+                }
+                Item::Late(late) => {
+                    let (fut, cb) = *late;
+                    if debug {
+                        let (started, what) = (inner.time(), cb.describe());
+                        cb.run(&fut);
+                        slow_callback(inner, started, what);
+                    } else {
+                        cb.run(&fut);
+                    }
+                    ran += 1;
                 }
                 Item::Io(w) => {
-                    let what = debug.then(|| w.describe());
-                    if !w.run() {
+                    if debug {
+                        let (started, what) = (inner.time(), w.describe());
+                        if !w.run() {
+                            continue;
+                        }
+                        slow_callback(inner, started, what);
+                    } else if !w.run() {
                         continue;
                     }
-                    what
-                }
-            };
-            ran += 1;
-            if let (Some(t), Some(what)) = (started, what) {
-                let took = self.time() - t;
-                if took >= SLOW_CALLBACK_S {
-                    let msg =
-                        std::ffi::CString::new(format!("Executing {what} took {took:.3} seconds")).unwrap_or_default();
-                    self.report(&msg, None, None);
+                    ran += 1;
                 }
             }
         }
-        let remaining = if host || own_buffer.capacity() > 0 {
-            let mut s = inner.sched.lock();
+        if let Some(b) = own_buffer {
             // Give the drained buffer back for the next run_once.
-            if own_buffer.capacity() > 0 {
-                std::mem::swap(&mut s.spare, &mut own_buffer);
-            }
-            if host {
-                // Keep the fd exact for hosts: the timerfd armed for the next deadline
-                // (under the lock, like every arm), and readable while work is left.
-                let Sched { timers, handles, ready, .. } = &mut *s;
-                let due = self.arm_for_host(timers.next_deadline(handles));
-                !ready.is_empty() || due
-            } else {
-                false
-            }
-        } else {
-            false
-        };
-        if remaining {
-            // A fresh edge for edge-triggered hosts.
-            self.signal();
+            queue.put_spare(b);
         }
         if host {
+            // Keep the fd exact for hosts: the timerfd armed for the next deadline (under the
+            // lock, like every arm), and readable while work is left.
+            let mut due = false;
+            if inner.timer_count.load(Ordering::Relaxed) > 0 || inner.wake.armed_deadline().is_finite() {
+                let mut s = inner.sched.lock();
+                let Sched { timers, handles, .. } = &mut *s;
+                due = self.arm_for_host(timers.next_deadline(handles));
+            }
+            if due || !queue.is_empty() {
+                // A fresh edge for edge-triggered hosts.
+                self.signal();
+            }
             self.host_io_done();
-        }
-        if own_buffer.capacity() == 0 {
-            // Empty and unallocated (the placeholder swapped back above): nothing to free, so
-            // skip its drop glue on this hot path.
-            std::mem::forget(own_buffer);
         }
         ran
     }
 
     /// How long the iteration may wait: 0 if work is ready, else until the next timer,
-    /// capped by `max_wait_ms` (-1: no cap).
+    /// capped by `max_wait_ms` (-1: no cap). Takes `sched`: a timer another thread adds
+    /// either is seen here or sees this thread's run (and arms the timerfd).
     fn wait_budget(&self, max_wait_ms: i32) -> i32 {
-        let mut s = self.0.sched.lock();
-        if !s.ready.is_empty() {
+        if !self.0.queue.is_empty() {
             return 0;
         }
+        let mut s = self.0.sched.lock();
         timers_budget(&self.0, &mut s, max_wait_ms)
     }
 
@@ -708,27 +744,29 @@ impl Loop {
         let _guard = match self.enter() {
             Ok(g) => g,
             Err(AFUT_ERR_LOOP_CLOSED) => return AFUT_OK,
-            Err(AFUT_ERR_PANIC) if self.0.running.load(Ordering::Acquire) == 0 => {
+            Err(AFUT_ERR_PANIC) if self.0.queue.runner() == 0 => {
                 // A poisoned loop can still be closed and freed.
-                self.0.running.store(thread_token(), Ordering::Release);
+                self.0.queue.force_claim();
                 RunGuard(&self.0)
             }
             Err(s) => return s,
         };
-        let (ready, spare, entries) = {
+        let entries = {
             let mut s = self.0.sched.lock();
             // Under `sched`: see `LoopInner::closed`.
             self.0.closed.store(true, Ordering::Release);
             s.timers.clear();
-            (std::mem::take(&mut s.ready), std::mem::take(&mut s.spare), s.handles.drain())
+            self.0.timer_count.store(0, Ordering::Relaxed);
+            s.handles.drain()
         };
+        // From here on, other threads' pushes are refused.
+        let ready = self.0.queue.close();
         // Hold the watched futures (tasks) first: a task that only its queued step kept alive
         // must still hear of the close, not just vanish with the queue.
         let watched = std::mem::take(&mut *self.0.watched.lock());
-        let watched: Vec<Future> = watched.iter().filter_map(Weak::upgrade).map(Future).collect();
+        let watched: Vec<Future> = watched.iter().filter_map(WeakFuture::upgrade).collect();
         let watchers = self.0.io.close(&self.0.wake);
         drop(ready);
-        drop(spare);
         drop(entries);
         drop(watchers);
         // Then tell them, with no lock held (they run reports and destructors).
@@ -744,7 +782,7 @@ impl Loop {
     /// `afut_loop_free`: closes, then releases the handler and the wakeup hook. The caller
     /// then drops its reference; futures may keep the loop's memory alive a while longer.
     pub(crate) fn release(&self) -> bool {
-        if self.0.running.load(Ordering::Acquire) != 0 {
+        if self.0.queue.runner() != 0 {
             eprintln!("afut: afut_loop_free() called while the loop is running (from one of its callbacks?); ignored");
             return false;
         }
@@ -801,7 +839,7 @@ impl LoopInner {
 
     /// True on the thread currently inside this loop's run_* call.
     pub(crate) fn is_running_on_this_thread(&self) -> bool {
-        self.running.load(Ordering::Acquire) == thread_token()
+        self.queue.is_owner()
     }
 
     /// The closed flag, read by a submission that holds `sched` (the `&Sched` argument, only
@@ -813,6 +851,11 @@ impl LoopInner {
 
     pub(crate) fn is_freed(&self) -> bool {
         self.freed.load(Ordering::Acquire)
+    }
+
+    /// The loop's clock: the real monotonic clock, or the virtual one.
+    fn time(&self) -> f64 {
+        self.virtual_time().unwrap_or_else(clock::now)
     }
 
     /// The virtual clock's time, None on a real clock.
@@ -832,10 +875,10 @@ impl LoopInner {
     ///   thread itself, which re-signals at the end of its iteration if work is left.
     /// - Otherwise only a loop running on another thread can be blocked. If no thread runs
     ///   it, none is blocked: the next run looks at the queue before it waits. This check is
-    ///   race-free because the queue push and the run's queue check both happen under `sched`:
-    ///   either the run locked `sched` after our push (and sees the item), or our push locked
-    ///   it after the run did, and then the run's claim of `running` (made before its lock)
-    ///   is visible here.
+    ///   race-free because the push and the run's last look before it sleeps are both
+    ///   read-modify-writes of the remote stack: either the look comes after our push (and
+    ///   sees the item), or our push read what the look wrote, and then the run's claim of
+    ///   `running` (made before the look) is visible here (see `runtime::queue`).
     fn notify(&self) {
         if self.waiter_elsewhere() {
             self.signal();
@@ -845,11 +888,7 @@ impl LoopInner {
     /// Whether a thread other than this one may be waiting for the loop's work: a host
     /// watching the fd, or a run on another thread (see [`Loop::notify`]).
     fn waiter_elsewhere(&self) -> bool {
-        let running = self.running.load(Ordering::Acquire);
-        if running == 0 {
-            return self.host_mode.load(Ordering::Acquire);
-        }
-        running != thread_token()
+        self.queue.waiter_elsewhere(self.host_mode.load(Ordering::Acquire))
     }
 
     fn signal(&self) {
@@ -882,21 +921,27 @@ impl LoopInner {
 }
 
 impl LoopLink for LoopInner {
-    /// Queues a completed future's callbacks as one contiguous run (F5). On a closed loop
-    /// they come back unqueued.
-    fn schedule_done(&self, fut: &Future, callbacks: Callbacks) -> Result<(), (afut_status_t, Callbacks)> {
-        let mut s = self.sched.lock();
-        if self.closed_under(&s) {
-            return Err((AFUT_ERR_LOOP_CLOSED, callbacks));
+    /// Queues a completed future's callbacks as one contiguous run (F5). A closed loop
+    /// refuses them: they are dropped here, unrun, each userdata freed once, no lock held.
+    fn schedule_dispatch(&self, completed: Completed) {
+        match self.queue.push_completed(completed) {
+            Ok(Pushed::Remote) => self.notify(),
+            Ok(Pushed::Local) => {}
+            Err(refused) => drop(refused),
         }
-        match callbacks {
-            CallbackList::Empty => {}
-            CallbackList::One(cb) => s.ready.push_back(Item::Done(fut.clone(), cb)),
-            CallbackList::Many(v) => s.ready.extend(v.into_iter().map(|cb| Item::Done(fut.clone(), cb))),
+    }
+
+    /// Queues one callback of a done future; on a closed loop it comes back unqueued.
+    fn schedule_late(&self, fut: &Future, cb: DoneCb) -> Result<(), (afut_status_t, DoneCb)> {
+        match self.queue.push(Item::Late(Box::new((fut.clone(), cb)))) {
+            Ok(Pushed::Remote) => {
+                self.notify();
+                Ok(())
+            }
+            Ok(Pushed::Local) => Ok(()),
+            Err(Item::Late(late)) => Err((AFUT_ERR_LOOP_CLOSED, late.1)),
+            Err(_) => unreachable!("the item pushed"),
         }
-        drop(s);
-        self.notify();
-        Ok(())
     }
 
     fn is_running_on_this_thread(&self) -> bool {

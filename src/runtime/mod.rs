@@ -4,7 +4,11 @@
 
 pub(crate) mod eventloop;
 pub(crate) mod handles;
+pub(crate) mod queue;
 pub(crate) mod report;
 pub(crate) mod timers;
 pub(crate) mod wakeup;
 pub(crate) mod watchers;
+
+#[cfg(all(test, loom, not(afut_loom_broken)))]
+mod loom_tests;

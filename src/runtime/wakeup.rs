@@ -41,6 +41,7 @@ use polling::{Event, Events, PollMode, Poller};
 #[cfg(target_os = "linux")]
 use crate::clock;
 use crate::lock::Mutex;
+use crate::runtime::queue::Flag;
 
 /// Keys of the loop's own fds. A watched fd's key is the fd (a non-negative `c_int`), so every
 /// key at or above `OWN_KEYS` is the loop's own.
@@ -55,32 +56,6 @@ pub(crate) struct Ready {
     pub(crate) fd: RawFd,
     pub(crate) readable: bool,
     pub(crate) writable: bool,
-}
-
-/// The coalesced "look at the queue" flag, apart from the fd it guards, so that its
-/// transitions are plain atomics (and testable without system calls).
-pub(crate) struct Flag(AtomicBool);
-
-impl Flag {
-    pub(crate) fn new() -> Flag {
-        Flag(AtomicBool::new(false))
-    }
-
-    /// Raises the flag. True if this call made the lowered -> raised transition (exactly one
-    /// of any number of concurrent callers), false if it was already raised.
-    pub(crate) fn raise(&self) -> bool {
-        // A plain load first: while the loop has not consumed the last signal, producers only
-        // read the flag's cache line instead of writing it.
-        !(self.0.load(Ordering::Acquire) || self.0.swap(true, Ordering::AcqRel))
-    }
-
-    pub(crate) fn lower(&self) {
-        self.0.store(false, Ordering::Release);
-    }
-
-    pub(crate) fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
 }
 
 /// What the loop thread and the relay share: the poller and the loop's own fds.
@@ -276,7 +251,7 @@ impl Wakeup {
                 signal_tx,
                 #[cfg(target_os = "linux")]
                 timer,
-                signalled: Flag::new(),
+                signalled: Flag::default(),
                 writes: AtomicU64::new(0),
             }),
             armed: AtomicU64::new(f64::INFINITY.to_bits()),
@@ -807,7 +782,7 @@ mod tests {
 
     #[test]
     fn the_flag_reports_only_the_raising_transition() {
-        let f = Flag::new();
+        let f = Flag::default();
         assert!(!f.is_raised());
         assert!(f.raise(), "the first raise makes the transition");
         assert!(!f.raise(), "a raised flag coalesces");
@@ -827,7 +802,7 @@ mod tests {
     fn concurrent_raises_make_exactly_one_transition() {
         let rounds = if cfg!(miri) { 3 } else { 200 };
         for _ in 0..rounds {
-            let flag = Arc::new(Flag::new());
+            let flag = Arc::new(Flag::default());
             let transitions = Arc::new(AtomicUsize::new(0));
             let threads: Vec<_> = (0..4)
                 .map(|_| {
@@ -851,7 +826,7 @@ mod tests {
     /// a transition (the one that writes the signal fd), so none is lost or doubled.
     #[test]
     fn a_raise_after_a_lower_is_never_lost() {
-        let flag = Arc::new(Flag::new());
+        let flag = Arc::new(Flag::default());
         let n = if cfg!(miri) { 20 } else { 10_000 };
         let producer = {
             let flag = flag.clone();

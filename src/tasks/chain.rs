@@ -49,7 +49,7 @@ fn wrap(event_loop: &Loop, source: &Future, held: Option<Box<dyn Send>>) -> Futu
     let strong_dest = held.is_some().then(|| dest.clone());
     let target_loop = event_loop.clone();
     let copy = DoneCb::rust(next_token(), move |s: &Future| {
-        let Some(dest) = strong_dest.or_else(|| weak_dest.upgrade().map(Future)) else { return };
+        let Some(dest) = strong_dest.or_else(|| weak_dest.upgrade()) else { return };
         let s = s.clone();
         // A closed target loop drops the copy silently (asyncio 3.13 does the same).
         let _ = target_loop.schedule(Callback::rust(move || dest.mirror(&s)), None);

@@ -9,15 +9,15 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
 
 use crate::lock::Mutex;
 
 use crate::abi::*;
 use crate::callback::{Callback, Owned};
 use crate::futures::done::next_token;
-use crate::futures::future::{Behaviour, DoneCb, Exception, ExceptionView, Future, FutureInner};
+use crate::futures::future::{Behaviour, DoneCb, Exception, ExceptionView, Future, WeakFuture};
 use crate::runtime::eventloop::Loop;
 use crate::runtime::handles::Handle;
 use crate::tasks::chain::ensure_future;
@@ -36,8 +36,8 @@ unsafe impl Send for FuturePtr {}
 // SAFETY: as above; shared access only copies the pointer.
 unsafe impl Sync for FuturePtr {}
 
-fn upgrade(w: &Weak<FutureInner>) -> Option<Future> {
-    w.upgrade().map(Future)
+fn upgrade(w: &WeakFuture) -> Option<Future> {
+    w.upgrade()
 }
 
 /// Reads a done future's exception as a copy that borrows its detail (the caller keeps the
@@ -346,7 +346,7 @@ pub(crate) fn wait_for(event_loop: &Loop, fut: &Future, timeout_s: f64) -> Futur
 /// A shield's outer future: a plain future, plus the link to its inner one. The link is weak:
 /// the outer never keeps the inner alive (asyncio's outer holds no reference to it either).
 struct Shield {
-    inner: Weak<FutureInner>,
+    inner: WeakFuture,
     /// The token of the done-callback registered on `inner`.
     token: u64,
 }
