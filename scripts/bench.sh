@@ -97,8 +97,10 @@ if [ "$profile" -eq 1 ]; then
             echo "== callgrind: $name ($ops operations)" >&2
             BENCH_SCALE=0.1 valgrind --tool=callgrind --collect-atstart=no --fair-sched=yes \
                 --callgrind-out-file="$file" "$out/$prog" "$mode" >&2 2>"$out/callgrind.$name.log" || true
+            # (awk reads to the end: an early exit would make callgrind_annotate fail on a
+            # closed pipe, and pipefail would end the script.)
             total=$(callgrind_annotate --auto=no "$file" 2>/dev/null \
-                | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+                | awk '/PROGRAM TOTALS/ && !t { t = $1; gsub(",", "", t) } END { print t }') || total=""
             if [ -n "$total" ]; then
                 echo "@ $name $(awk -v t="$total" -v n="$ops" 'BEGIN { printf "%.1f", t / n }')" | tee -a "$results" >&2
             fi

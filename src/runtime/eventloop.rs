@@ -11,7 +11,6 @@
 //! only to push or take entries, never while C code runs: callbacks, userdata destructors and
 //! the exception handler all run with no lock held.
 
-use std::collections::VecDeque;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -498,10 +497,8 @@ impl Loop {
     }
 
     fn run_until_stopped(&self) {
-        // This run's own batch buffer (see `iteration`).
-        let mut buffer = VecDeque::new();
         loop {
-            self.iteration(-1, Some(&mut buffer));
+            self.iteration(-1);
             if self.0.stopping.swap(false, Ordering::AcqRel) {
                 break;
             }
@@ -548,15 +545,11 @@ impl Loop {
     /// `afut_loop_run_once`: one iteration, waiting up to `timeout_ms` for work.
     pub(crate) fn run_once(&self, timeout_ms: i32) -> Result<usize, afut_status_t> {
         let _guard = self.enter()?;
-        Ok(self.iteration(if timeout_ms < 0 { -1 } else { timeout_ms }, None))
+        Ok(self.iteration(if timeout_ms < 0 { -1 } else { timeout_ms }))
     }
 
     /// One iteration; returns how many callbacks and timers ran.
-    ///
-    /// `buffer`: an empty queue buffer owned by the caller across iterations (`run_forever`),
-    /// swapped with the ready queue to take the batch. `None` (`run_once`) uses the queues'
-    /// spare buffer, given back at the end.
-    fn iteration(&self, max_wait_ms: i32, buffer: Option<&mut VecDeque<Item>>) -> usize {
+    fn iteration(&self, max_wait_ms: i32) -> usize {
         let inner = &*self.0;
         let queue = &inner.queue;
         let host = inner.host_mode.load(Ordering::Acquire);
@@ -602,21 +595,15 @@ impl Loop {
         // Which watched fds are ready: the wait said so (`polled`), or a look with a zero
         // timeout does (also when fds became watched during the wait).
         let io = polled || (inner.wake.watching() && inner.wake.wait(0, true));
-        let mut own_buffer: Option<VecDeque<Item>> = None;
-        let batch = match buffer {
-            Some(b) => b,
-            None => own_buffer.insert(queue.take_spare()),
-        };
-        // The batch is the ready queue (what other threads pushed drained into it first); an
-        // empty buffer becomes the new one.
-        if host {
-            queue.take_after_clear(batch);
-        } else {
-            queue.take(batch);
-        }
+        // The batch is the ready queue as it stands now (what other threads pushed drained
+        // into it first): `batch` items from its front. What they schedule goes behind them.
+        let mut batch = if host { queue.begin_batch_after_clear() } else { queue.begin_batch() };
         if io {
             // After what was ready, before the timers that came due (asyncio's order).
-            inner.io.dispatch(&inner.wake, |w| batch.push_back(Item::Io(w)));
+            inner.io.dispatch(&inner.wake, |w| {
+                queue.push_to_batch(Item::Io(w));
+                batch += 1;
+            });
         }
         // Due timers join the end of the batch. The lock and the clock only when a timer is
         // involved.
@@ -636,7 +623,7 @@ impl Loop {
                 Some(now) => {
                     // Auto-advance: nothing ready (work from other threads is in the batch by
                     // now) and no timer due: jump exactly to the next deadline.
-                    let idle = batch.is_empty() && !inner.stopping.load(Ordering::Acquire);
+                    let idle = batch == 0 && !inner.stopping.load(Ordering::Acquire);
                     match timers.next_deadline(handles) {
                         Some(d) if idle && d > now && d.is_finite() && inner.may_jump() => {
                             inner.virtual_now.store(d.to_bits(), Ordering::Release);
@@ -646,12 +633,16 @@ impl Loop {
                     }
                 }
             };
-            timers.pop_due(now, handles, |h| batch.push_back(Item::Call(h)));
+            timers.pop_due(now, handles, |h| {
+                queue.push_to_batch(Item::Call(h));
+                batch += 1;
+            });
             inner.timer_count.store(timers.len(), Ordering::Relaxed);
         }
         let debug = inner.debug.load(Ordering::Acquire);
         let mut ran = 0;
-        while let Some(item) = batch.pop_front() {
+        for _ in 0..batch {
+            let Some(item) = queue.pop() else { break };
             match item {
                 Item::Call(h) => {
                     let entry = inner.sched.lock().handles.remove(h);
@@ -704,10 +695,6 @@ impl Loop {
                     ran += 1;
                 }
             }
-        }
-        if let Some(b) = own_buffer {
-            // Give the drained buffer back for the next run_once.
-            queue.put_spare(b);
         }
         if host {
             // Keep the fd exact for hosts: the timerfd armed for the next deadline (under the

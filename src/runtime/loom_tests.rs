@@ -10,7 +10,6 @@
 //! clear then `take_after_clear`, and a fresh edge at the end); the producer side is
 //! `LoopInner::notify` (`waiter_elsewhere`, then the flag and the eventfd).
 
-use std::collections::VecDeque;
 use std::ffi::CStr;
 use std::sync::Arc;
 
@@ -98,11 +97,10 @@ impl TestLoop {
         }
     }
 
-    /// Runs a batch; returns how many items ran.
-    fn run_batch(&self, batch: &mut VecDeque<Item>) -> usize {
-        let mut n = 0;
-        while let Some(item) = batch.pop_front() {
-            n += 1;
+    /// Runs a batch of `n` items; returns how many ran.
+    fn run_batch(&self, n: usize) -> usize {
+        for _ in 0..n {
+            let Some(item) = self.queue.pop() else { return 0 };
             match item {
                 Item::Val(v) => self.ran.lock().unwrap().push(v),
                 Item::Done(d) => {
@@ -118,7 +116,7 @@ impl TestLoop {
 
     /// One standalone iteration that may sleep (`Loop::iteration` with no timeout), on the
     /// thread that claimed the loop.
-    fn iteration(&self, batch: &mut VecDeque<Item>) -> usize {
+    fn iteration(&self) -> usize {
         if self.queue.is_empty() {
             let lowered = self.flag.is_raised();
             if lowered {
@@ -129,20 +127,20 @@ impl TestLoop {
                 self.efd.drain();
             }
         }
-        self.queue.take(batch);
-        self.run_batch(batch)
+        let n = self.queue.begin_batch();
+        self.run_batch(n)
     }
 
     /// One host-driven `run_once(loop, 0)` (the host saw the fd readable).
-    fn run_once_host(&self, batch: &mut VecDeque<Item>) -> usize {
+    fn run_once_host(&self) -> usize {
         assert!(self.queue.claim());
         // Wakeup::clear: drain the eventfd, then lower the flag.
         if self.flag.is_raised() {
             self.efd.drain();
             self.flag.lower();
         }
-        self.queue.take_after_clear(batch);
-        let n = self.run_batch(batch);
+        let n = self.queue.begin_batch_after_clear();
+        let n = self.run_batch(n);
         if !self.queue.is_empty() && self.flag.raise() {
             // A fresh edge for the host: work is left.
             self.efd.write();
@@ -197,10 +195,9 @@ fn loom_remote_pushes_vs_sleeping_loop() {
             let lp = lp.clone();
             thread::spawn(move || {
                 assert!(lp.queue.claim());
-                let mut batch = VecDeque::new();
                 let mut n = 0;
                 while n < 3 {
-                    n += lp.iteration(&mut batch);
+                    n += lp.iteration();
                 }
                 lp.queue.release();
             })
@@ -241,10 +238,9 @@ fn loom_remote_then_local_keeps_fifo() {
                 // Observe the remote push, then schedule from the loop's own thread.
                 let saw = pushed.load(std::sync::atomic::Ordering::Acquire);
                 lp.push(2);
-                let mut batch = VecDeque::new();
                 let mut n = 0;
                 while n < 2 {
-                    n += lp.iteration(&mut batch);
+                    n += lp.iteration();
                 }
                 lp.queue.release();
                 saw
@@ -279,11 +275,10 @@ fn loom_host_mode_never_misses_an_edge() {
         let host = {
             let lp = lp.clone();
             thread::spawn(move || {
-                let mut batch = VecDeque::new();
                 let mut n = 0;
                 while n < 3 {
                     lp.efd.wait();
-                    n += lp.run_once_host(&mut batch);
+                    n += lp.run_once_host();
                 }
             })
         };

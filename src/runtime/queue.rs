@@ -24,9 +24,9 @@
 //!   drain (b) that precedes B's push sees A and appends it first;
 //! - both local: one thread, FIFO.
 //!
-//! Batch semantics hold because the batch is the local queue taken whole at the iteration's
-//! start (after drain (a)): what the batch schedules is pushed after that point and lands in
-//! the next batch. Schedulings not ordered by happens-before may come in either order, as
+//! Batch semantics hold because the batch is the local queue as it stands at the iteration's
+//! start (after drain (a)), counted like asyncio's `ntodo`: what the batch schedules is pushed
+//! behind it and lands in the next batch. Schedulings not ordered by happens-before may come in either order, as
 //! they may with asyncio's `call_soon_threadsafe` from several threads.
 //!
 //! # Closing
@@ -46,7 +46,6 @@
 //! no wakeup is lost, using only acquire/release orderings, which loom models exactly.
 
 use std::collections::VecDeque;
-use std::ptr;
 
 use crate::futures::future::{Completed, Dispatch};
 use crate::futures::state::{LINK_BOXED, Link};
@@ -82,8 +81,6 @@ pub(crate) struct Queues<T> {
     head: AtomicU64,
     /// The owner's buffer for reversing a drained stack.
     scratch: UnsafeCell<Vec<Link>>,
-    /// The owner's spare batch buffer (for `run_once`), so that an iteration allocates none.
-    spare: UnsafeCell<VecDeque<T>>,
 }
 
 // SAFETY: `local` and `scratch` are touched only by the thread whose token is in `running`
@@ -102,7 +99,6 @@ impl<T: From<Dispatch> + Send> Default for Queues<T> {
             local_hint: AtomicUsize::new(0),
             head: AtomicU64::new(0),
             scratch: UnsafeCell::new(Vec::new()),
-            spare: UnsafeCell::new(VecDeque::new()),
         }
     }
 }
@@ -306,42 +302,41 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         }
     }
 
-    /// Owner: this iteration's batch. Drains the remote stack, then swaps the local queue
-    /// with `batch` (which must be empty): what runs from now on lands in the next batch.
-    pub(crate) fn take(&self, batch: &mut VecDeque<T>) {
-        debug_assert!(batch.is_empty());
+    /// Owner: starts an iteration's batch (asyncio's `ntodo`): drains the remote stack into
+    /// the local queue and returns how many items the queue holds. The batch is that many
+    /// items from the front; what runs from now on is pushed behind them and lands in the next
+    /// batch. No buffer moves: the queue stays where it is.
+    pub(crate) fn begin_batch(&self) -> usize {
         self.drain_remote();
         // SAFETY: owner only.
-        self.local.with_mut(|l| unsafe { ptr::swap(l, batch) });
+        self.local.with(|l| unsafe { (*l).len() })
     }
 
-    /// Owner, host mode: like [`Queues::take`], but always with a read-modify-write of the
-    /// stack, so that a producer that pushed after it saw the signal cleared (see the module
-    /// doc).
-    pub(crate) fn take_after_clear(&self, batch: &mut VecDeque<T>) {
+    /// Owner, host mode: like [`Queues::begin_batch`], but looks at the stack with a
+    /// read-modify-write even when it seems empty, so that a producer that pushed after it
+    /// saw the signal cleared (see the module doc).
+    pub(crate) fn begin_batch_after_clear(&self) -> usize {
         let head = self.head.fetch_or(0, Ordering::AcqRel);
         if head != 0 && head != CLOSED {
             let head = self.head.swap(0, Ordering::AcqRel);
             self.append(head);
         }
         // SAFETY: owner only.
-        self.local.with_mut(|l| unsafe { ptr::swap(l, batch) });
+        self.local.with(|l| unsafe { (*l).len() })
     }
 
-    /// Owner: the spare batch buffer (empty), to be given back with [`Queues::put_spare`].
-    pub(crate) fn take_spare(&self) -> VecDeque<T> {
+    /// Owner: appends an item to the batch just begun (a due timer), before anything the
+    /// batch will schedule.
+    pub(crate) fn push_to_batch(&self, item: T) {
         // SAFETY: owner only.
-        self.spare.with_mut(|s| unsafe { std::mem::take(&mut *s) })
+        self.local.with_mut(|l| unsafe { (*l).push_back(item) });
     }
 
-    /// Owner: gives an (empty) batch buffer back for the next `run_once`.
-    pub(crate) fn put_spare(&self, mut buffer: VecDeque<T>) {
-        debug_assert!(buffer.is_empty());
-        // SAFETY: owner only.
-        self.spare.with_mut(|s| unsafe { ptr::swap(s, &mut buffer) });
-        // What was there is the empty placeholder `take_spare` left: no allocation to free.
-        debug_assert!(buffer.capacity() == 0);
-        std::mem::forget(buffer);
+    /// Owner: the next item of the queue (the batch's, while the caller counts).
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<T> {
+        // SAFETY: owner only; the borrow ends before the item runs.
+        self.local.with_mut(|l| unsafe { (*l).pop_front() })
     }
 
     /// Owner: nothing queued (a plain look).
@@ -374,10 +369,7 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         let head = self.head.swap(CLOSED, Ordering::AcqRel);
         self.append(head);
         // SAFETY: owner only.
-        let mut all = self.local.with_mut(|l| unsafe { std::mem::take(&mut *l) });
-        drop(self.take_spare());
-        all.shrink_to_fit();
-        all
+        self.local.with_mut(|l| unsafe { std::mem::take(&mut *l) })
     }
 }
 
