@@ -356,9 +356,13 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         local && (head == 0 || head == CLOSED)
     }
 
-    /// Any thread: nothing queued, as far as it can tell (the local queue's length as its
-    /// owner last released it; exact whenever no run is in progress).
+    /// Any thread: nothing queued, as far as it can tell: exact on the running thread and
+    /// whenever no run is in progress (the local queue's length as its last owner released
+    /// it); a moment's view of another thread's run otherwise.
     pub(crate) fn is_empty_hint(&self) -> bool {
+        if self.is_owner() {
+            return self.is_empty();
+        }
         let head = self.head.load(Ordering::Acquire);
         self.local_hint.load(Ordering::Relaxed) == 0 && (head == 0 || head == CLOSED)
     }
