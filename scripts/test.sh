@@ -48,6 +48,13 @@ if [ $quick = 0 ]; then
     # build invalidates the other.
     stage poll-backend env RUSTFLAGS="--cfg polling_test_poll_backend" CARGO_TARGET_DIR=target/poll-backend \
         cargo test --lib --test c_suite
+    # The non-Linux code paths (kqueue, pipes, no timerfd) type-checked for FreeBSD and macOS,
+    # warnings as errors (cargo check needs only the targets' standard library, which rustup
+    # adds when missing; no cross linker: nothing is linked or run).
+    stage cross-check bash -c 'for t in x86_64-unknown-freebsd x86_64-apple-darwin; do
+        rustup target list --installed | grep -qx "$t" || rustup target add "$t" || exit 1
+        RUSTFLAGS="-D warnings" CARGO_TARGET_DIR=target/cross cargo check --lib --target "$t" || exit 1
+    done'
     # The unit tests in src/ under Miri (undefined behaviour, data races, leaks). Those that
     # make system calls Miri cannot run (epoll, eventfd, timerfd) are marked
     # #[cfg_attr(miri, ignore)]. Needs the nightly miri component (install-deps.sh).
