@@ -1148,18 +1148,17 @@ static int deep_child(void *p) {
             CCHECK(afut_cancelled(tail));
             afut_unref(tail);
         } else {
-            /* every reference the application holds: tail, then head. A wrap chain is then
-             * freed at once. A pending shield or gather is held by its input (asyncio's
-             * callbacks hold their outer future the same way: item 9), as a pending task is
-             * held by its loop, so closing the loop is what releases such a chain. Either
-             * way every link must go, each callback's userdata once (no leak, no crash) */
+            /* every reference the application holds: tail, then head. A pending wrapper,
+             * shield or gather is held by its input (asyncio's callbacks hold their outer
+             * future the same way: item 9 and its wrap_future finding), as a pending task is
+             * held by its loop, so closing the loops is what releases such a chain. Every
+             * link must go then, each callback's userdata once (no leak, no crash) */
             afut_unref(tail);
             afut_unref(head);
             head = NULL;
-            if (d->kind == K_SHIELD || d->kind == K_GATHER) {
-                CCHECK_EQ(atomic_load(&deep_cb_freed), 0);
-                CCHECK_EQ(afut_loop_close(a), AFUT_OK);
-            }
+            CCHECK_EQ(atomic_load(&deep_cb_freed), 0);
+            CCHECK_EQ(afut_loop_close(a), AFUT_OK);
+            if (b) CCHECK_EQ(afut_loop_close(b), AFUT_OK);
             CCHECK_EQ(atomic_load(&deep_cb_freed), n);
             CCHECK_EQ(atomic_load(&deep_cb_ran), 0);
         }
@@ -1742,6 +1741,176 @@ TEST(finding_fork_child_starts_over_with_afut_loop_fork) {
     afut_loop_free(loop);
 }
 
+
+/* ================================================================== later findings */
+
+/* Found by the extended model (host fd checked after every step): a timer cancelled before
+ * it ran left the kernel timer armed for its deadline, so an idle host's fd turned readable
+ * once with nothing to do (afut_loop_timeout_ms said -1): a level-triggered host woke for
+ * nothing. Promise: the fd is readable exactly when run_once(loop, 0) has work. Cancelling the
+ * earliest of two timers must leave the fd armed for the other one only. */
+static void *cancel_from_thread_main(void *p) {
+    void **a = p;
+    afut_loop_cancel((afut_loop_t *)a[0], *(afut_handle_t *)a[1]);
+    return NULL;
+}
+
+static void cancelled_timer_case(double delay, int second, int cross) {
+    afut_loop_t *loop = afut_loop_new();
+    int fd = afut_loop_fd(loop);
+    atomic_int ran;
+    atomic_init(&ran, 0);
+    afut_handle_t h = afut_loop_call_later(loop, delay, count_cb, &ran, NULL);
+    CHECK(h != 0);
+    if (second) CHECK(afut_loop_call_later(loop, 3600.0, count_cb, &ran, NULL) != 0);
+    if (cross) {
+        pthread_t t;
+        void *args[2] = {loop, &h};
+        CHECK_EQ_INT(pthread_create(&t, NULL, cancel_from_thread_main, args), 0);
+        pthread_join(t, NULL);
+    } else {
+        CHECK(afut_loop_cancel(loop, h));
+    }
+    test_sleep_s(delay + 0.005);
+    int r = readable(fd, 0);
+    int tmo = afut_loop_timeout_ms(loop);
+    if (r != 0) fprintf(stderr, "  cancelled timer %g: idle fd readable (timeout_ms %d)\n", delay, tmo);
+    CHECK_EQ_INT(r, 0);
+    if (second) CHECK(tmo > 3000 * 1000);
+    else CHECK_EQ_INT(tmo, -1);
+    size_t n = 9;
+    CHECK_EQ_INT(afut_loop_run_once(loop, 0, &n), AFUT_OK);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(atomic_load(&ran), 0);
+    CHECK_EQ_INT(readable(fd, 0), 0);
+    afut_loop_free(loop);
+}
+
+TEST(finding_cancelled_timer_leaves_the_host_fd_idle) {
+    static const double delays[] = {1e-9, 0.001, 0.01};
+    for (size_t i = 0; i < sizeof delays / sizeof delays[0]; i++) {
+        for (int second = 0; second < 2; second++) {
+            for (int cross = 0; cross < 2; cross++) {
+                sub_begin();
+                cancelled_timer_case(delays[i], second, cross);
+                sub_end("cancelled timer %g s%s%s: host fd idle", delays[i], second ? ", a later one left" : "",
+                        cross ? ", cancelled from another thread" : "");
+            }
+        }
+    }
+}
+
+/* Found by the extended model: afut_as_completed with an input that never completes leaked
+ * its state, the inputs and the slots: the state held the inputs and each input's callback
+ * held the state, and the loop's close did not break that cycle. Promise: afut_loop_free
+ * (close) drops everything the loop's pending work holds; each userdata_free runs once.
+ * Here the caller releases every future it got, then frees the loop: every userdata given to
+ * the input and to the slots must be freed. */
+static void freed_cb(afut_t *f, void *ud) {
+    (void)f;
+    (void)ud;
+}
+static void count_free(void *ud) { atomic_fetch_add((atomic_int *)ud, 1); }
+
+static void as_completed_leak_case(double timeout, int close_first) {
+    afut_loop_t *loop = afut_loop_new();
+    afut_t *in[2] = {afut_loop_create_future(loop), afut_loop_create_future(loop)};
+    atomic_int freed;
+    atomic_init(&freed, 0);
+    CHECK_EQ_INT(afut_add_done_callback(in[1], freed_cb, &freed, count_free), AFUT_OK);
+    afut_t *out[2] = {NULL, NULL};
+    CHECK_EQ_INT(afut_as_completed(loop, in, 2, timeout, out), 2);
+    for (int i = 0; i < 2; i++) CHECK_EQ_INT(afut_add_done_callback(out[i], freed_cb, &freed, count_free), AFUT_OK);
+    CHECK_EQ_INT(afut_set_result(in[0], NULL, NULL), AFUT_OK);
+    spin(loop, 5); /* out[0] completes; in[1] never does */
+    CHECK(afut_done(out[0]));
+    CHECK(!afut_done(out[1]));
+    CHECK_EQ_INT(atomic_load(&freed), 1); /* out[0]'s callback ran */
+    if (close_first) CHECK_EQ_INT(afut_loop_close(loop), AFUT_OK);
+    for (int i = 0; i < 2; i++) afut_unref(in[i]);
+    for (int i = 0; i < 2; i++) afut_unref(out[i]);
+    afut_loop_free(loop);
+    if (atomic_load(&freed) != 3) fprintf(stderr, "  as_completed: %d of 3 userdata freed\n", atomic_load(&freed));
+    CHECK_EQ_INT(atomic_load(&freed), 3);
+}
+
+TEST(finding_as_completed_with_a_pending_input_frees_at_close) {
+    for (int t = 0; t < 2; t++) {
+        for (int close_first = 0; close_first < 2; close_first++) {
+            sub_begin();
+            as_completed_leak_case(t ? 3600.0 : INFINITY, close_first);
+            sub_end("as_completed, input never done, timeout %s, %s", t ? "1 h" : "none",
+                    close_first ? "closed, then released" : "released, then freed");
+        }
+    }
+}
+
+/* Found by the extended model, the class of item 9: a pending afut_wrap_future wrapper that
+ * its caller dropped after adding a done-callback was freed (its source held it weakly), so
+ * the callback never ran. asyncio's _chain_future: the source's done-callback holds the
+ * destination, which completes and runs its callbacks [X: wrap_future(cf) with a
+ * concurrent.futures.Future, add_done_callback, del, gc.collect(), cf.set_result(7): the
+ * callback ran with 7]. Sources: a future of another loop, and a loop-less one. And when
+ * the source never completes, the loop's close breaks the cycle: nothing leaks. */
+static void wrap_kept_case(int loopless) {
+    reports_t rep;
+    afut_loop_t *loop = new_loop_with(&rep);
+    afut_loop_t *other = loopless ? NULL : afut_loop_new();
+    afut_t *src = loopless ? afut_new(NULL) : afut_loop_create_future(other);
+    afut_t *w = afut_wrap_future(loop, src);
+    CHECK(w != NULL && w != src);
+    kept_t k;
+    memset(&k, 0, sizeof k);
+    CHECK_EQ_INT(afut_add_done_callback(w, kept_done, &k, kept_free), AFUT_OK);
+    afut_unref(w);
+    spin(loop, 3);
+    CHECK_EQ_INT(atomic_load(&k.freed), 0);
+    CHECK_EQ_INT(afut_set_result(src, NULL, NULL), AFUT_OK);
+    if (other) spin(other, 5);
+    spin(loop, 10);
+    if (atomic_load(&k.ran) != 1) fprintf(stderr, "  wrap_future: the dropped wrapper's done-callback did not run\n");
+    CHECK_EQ_INT(atomic_load(&k.ran), 1);
+    CHECK_EQ_INT(k.result_rc, AFUT_OK);
+    CHECK_EQ_INT(atomic_load(&k.freed), 1);
+    afut_unref(src);
+    afut_loop_free(loop);
+    if (other) afut_loop_free(other);
+}
+
+static void wrap_never_done_case(int loopless, int close_first) {
+    afut_loop_t *loop = afut_loop_new();
+    afut_loop_t *other = loopless ? NULL : afut_loop_new();
+    afut_t *src = loopless ? afut_new(NULL) : afut_loop_create_future(other);
+    atomic_int freed;
+    atomic_init(&freed, 0);
+    CHECK_EQ_INT(afut_add_done_callback(src, freed_cb, &freed, count_free), AFUT_OK);
+    afut_t *w = afut_wrap_future(loop, src);
+    afut_t *w2 = afut_wrap_future(loop, src);
+    CHECK_EQ_INT(afut_add_done_callback(w, freed_cb, &freed, count_free), AFUT_OK);
+    if (close_first) CHECK_EQ_INT(afut_loop_close(loop), AFUT_OK);
+    afut_unref(w);
+    afut_unref(w2);
+    afut_unref(src);
+    afut_loop_free(loop);
+    if (other) afut_loop_free(other);
+    if (atomic_load(&freed) != 2) fprintf(stderr, "  wrap_future never done: %d of 2 userdata freed\n", atomic_load(&freed));
+    CHECK_EQ_INT(atomic_load(&freed), 2);
+}
+
+TEST(finding_dropped_wrap_future_wrapper_lives_until_done) {
+    for (int loopless = 0; loopless < 2; loopless++) {
+        sub_begin();
+        wrap_kept_case(loopless);
+        sub_end("wrap_future of a %s future: dropped wrapper runs its callback", loopless ? "loop-less" : "other loop's");
+        for (int close_first = 0; close_first < 2; close_first++) {
+            sub_begin();
+            wrap_never_done_case(loopless, close_first);
+            sub_end("wrap_future of a %s future never done: freed at %s", loopless ? "loop-less" : "other loop's",
+                    close_first ? "close" : "free");
+        }
+    }
+}
+
 /* ============================================================================ main */
 
 int main(void) {
@@ -1761,5 +1930,8 @@ int main(void) {
     RUNT(finding_cycle_of_tasks_cancel_matches_asyncio);
     RUNT(stale_stopper_does_not_end_the_next_run);
     RUNT(finding_fork_child_starts_over_with_afut_loop_fork);
+    RUNT(finding_cancelled_timer_leaves_the_host_fd_idle);
+    RUNT(finding_as_completed_with_a_pending_input_frees_at_close);
+    RUNT(finding_dropped_wrap_future_wrapper_lives_until_done);
     TEST_END();
 }

@@ -869,7 +869,10 @@ afut_t *afut_ensure_future(afut_loop_t *loop, afut_t *obj);
 //
 // Thread: any.
 // Ownership: returns a new reference owned by the caller. The mirrored value or detail is
-// borrowed from `other`, which the wrapper keeps a reference to until it is freed.
+// borrowed from `other`, which the wrapper keeps a reference to until it is freed. `other`
+// holds the wrapper until `other` is done (asyncio's chain does too), so a wrapper the caller
+// released still completes and runs its done-callbacks; if `other` never completes, closing
+// `loop` lets the wrapper go.
 // Bad input: NULL `loop` or `other` returns NULL.
 //
 // # Safety
@@ -1202,7 +1205,8 @@ const afut_wait_result_t *afut_wait_many_result(const afut_t *wait);
 //
 // Thread: any.
 // Ownership: each `out[i]` is a new reference owned by the caller (`afut_unref` each). Inputs
-// are kept alive until they are done or the timeout passes.
+// are kept alive until they are done, the timeout passes or `loop` is closed (the close lets
+// go of inputs that never complete).
 // Returns: the number of futures written (the number of distinct inputs, at most `n`).
 // Bad input: NULL `loop` or `out`, NULL `futs` with `n > 0`, a NULL entry, or a NaN
 // `timeout_s` returns 0 and writes nothing.

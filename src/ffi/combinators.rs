@@ -238,7 +238,8 @@ pub unsafe extern "C" fn afut_wait_many_result(wait: *const afut_t) -> *const af
 ///
 /// Thread: any.
 /// Ownership: each `out[i]` is a new reference owned by the caller (`afut_unref` each). Inputs
-/// are kept alive until they are done or the timeout passes.
+/// are kept alive until they are done, the timeout passes or `loop` is closed (the close lets
+/// go of inputs that never complete).
 /// Returns: the number of futures written (the number of distinct inputs, at most `n`).
 /// Bad input: NULL `loop` or `out`, NULL `futs` with `n > 0`, a NULL entry, or a NaN
 /// `timeout_s` returns 0 and writes nothing.

@@ -62,7 +62,10 @@ pub unsafe extern "C" fn afut_ensure_future(r#loop: *mut afut_loop_t, obj: *mut 
 ///
 /// Thread: any.
 /// Ownership: returns a new reference owned by the caller. The mirrored value or detail is
-/// borrowed from `other`, which the wrapper keeps a reference to until it is freed.
+/// borrowed from `other`, which the wrapper keeps a reference to until it is freed. `other`
+/// holds the wrapper until `other` is done (asyncio's chain does too), so a wrapper the caller
+/// released still completes and runs its done-callbacks; if `other` never completes, closing
+/// `loop` lets the wrapper go.
 /// Bad input: NULL `loop` or `other` returns NULL.
 ///
 /// # Safety

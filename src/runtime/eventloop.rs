@@ -85,7 +85,8 @@ pub(crate) struct LoopInner {
     run_generation: AtomicU64,
     handler: Mutex<Option<Arc<Handler>>>,
     wakeup_hook: Mutex<Option<Arc<Hook>>>,
-    /// Futures told when the loop closes (tasks), held weakly.
+    /// Futures told when the loop closes (tasks; combinators and wrappers, to let go of inputs
+    /// that never complete), held weakly.
     watched: Mutex<Vec<WeakFuture>>,
     /// `REAL_CLOCK`, or a virtual clock (`afut_loop_set_virtual_clock`): `VIRTUAL_MANUAL`,
     /// `VIRTUAL_AUTO`.
@@ -318,6 +319,17 @@ impl Loop {
                 let Sched { timers, handles, .. } = &mut *s;
                 timers.note_cancelled(handles);
                 self.0.timer_count.store(timers.len(), Ordering::Relaxed);
+                // The kernel timer may be armed for the deadline just cancelled: left so, it
+                // would expire and make an idle host's fd readable with nothing to do. Point
+                // it at the next live deadline instead (re-arming also clears an expiry not
+                // yet read). Armed under `sched`, like every arm, so arms never reorder.
+                let armed = self.0.wake.armed_deadline();
+                if armed != f64::INFINITY {
+                    let next = timers.next_deadline(handles);
+                    if next.is_none_or(|d| d > armed) {
+                        self.0.wake.arm_timer(next);
+                    }
+                }
             }
             entry
         };

@@ -1,10 +1,13 @@
 //! Combinators: `gather`, `wait_for`, `shield`, `wait` and `as_completed` (SEMANTICS.md G1-G6,
 //! WF1-WF2, S1, W1-W4).
 //!
-//! Each returns a future of the loop; none needs a task. Done-callbacks on the inputs hold
-//! the combinator's future weakly (a combinator nobody holds any more simply goes away) and
-//! the combinator holds its inputs strongly (their values and details are lent out through
-//! it). Cancelling a `gather` or a `wait_for` propagates to the inputs at once.
+//! Each returns a future of the loop; none needs a task. The done-callbacks on the inputs
+//! hold the combinator (so a combinator whose caller dropped it still completes and runs its
+//! callbacks, as asyncio's closures keep its outer futures alive), and the combinator holds
+//! its inputs strongly (their values and details are lent out through it). The loop's close
+//! breaks that cycle for inputs that never complete: each combinator registers with the
+//! loop's `watch_close` and detaches from its inputs there. Cancelling a `gather` or a
+//! `wait_for` propagates to the inputs at once.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -592,7 +595,35 @@ struct AsCompletedState {
     remaining: usize,
 }
 
+/// The behaviour of every `as_completed` slot: the loop's close detaches the state from the
+/// inputs (their callbacks hold the state, and the state holds them: an input that never
+/// completes would otherwise keep them all alive). The state holds the slots, so the one
+/// registered with `watch_close` lives as long as that cycle does.
+struct AsCompletedSlot {
+    state: std::sync::Weak<AsCompleted>,
+}
+
+impl Behaviour for AsCompletedSlot {
+    fn loop_closed(&self, _fut: &Future) {
+        if let Some(state) = self.state.upgrade() {
+            state.detach();
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 impl AsCompleted {
+    /// Removes the callback from every input (each holds the state); they are dropped here,
+    /// with no lock held.
+    fn detach(&self) {
+        for (m, token) in &self.members {
+            m.remove_token(*token);
+        }
+    }
+
     /// The member that completed goes to the first slot nobody has completed or cancelled.
     fn member_done(&self, member: &Future) {
         let last = {
@@ -614,9 +645,7 @@ impl AsCompleted {
 
     fn expire(&self) {
         self.state.lock().timer = None;
-        for (m, token) in &self.members {
-            m.remove_token(*token);
-        }
+        self.detach();
         for s in &self.slots {
             let _ = s.set_exception(timeout_exception());
         }
@@ -627,16 +656,24 @@ impl AsCompleted {
 /// input to complete. On timeout the slots still pending fail with `AFUT_ERR_TIMEOUT`.
 pub(crate) fn as_completed(event_loop: &Loop, futs: &[Future], timeout_s: f64) -> Vec<Future> {
     let (members, _) = unique_inputs(event_loop, futs);
-    let slots: Vec<Future> = members.iter().map(|_| Future::new(Some(event_loop.link()))).collect();
-    let state = Arc::new(AsCompleted {
+    let state = Arc::new_cyclic(|weak: &std::sync::Weak<AsCompleted>| AsCompleted {
         event_loop: event_loop.clone(),
-        slots: slots.clone(),
+        slots: members
+            .iter()
+            .map(|_| {
+                Future::with_behaviour(Some(event_loop.link()), Some(Box::new(AsCompletedSlot { state: weak.clone() })))
+            })
+            .collect(),
         members: members.iter().map(|m| (m.clone(), next_token())).collect(),
         state: Mutex::new(AsCompletedState { timer: None, remaining: members.len() }),
     });
+    let slots = state.slots.clone();
     for (m, (_, token)) in members.iter().zip(&state.members) {
         let s = state.clone();
         let _ = m.add_done_callback(DoneCb::rust(*token, move |f: &Future| s.member_done(f)));
+    }
+    if let Some(first) = slots.first() {
+        event_loop.watch_close(first);
     }
     if timeout_s != f64::INFINITY && !members.is_empty() {
         let s = state.clone();
