@@ -1788,7 +1788,16 @@ static void cancelled_timer_case(double delay, int second, int cross) {
 
 TEST(finding_cancelled_timer_leaves_the_host_fd_idle) {
     static const double delays[] = {1e-9, 0.001, 0.01};
+    /* The documented exception (afut_loop_fd): behind the poll() fallback's relay, a timer
+     * already due when scheduled raises the fd at once, and its cancel does not lower it.
+     * scripts/test.sh's poll-backend stage sets AFUT_TEST_POLL_BACKEND=1. */
+    const char *pb = getenv("AFUT_TEST_POLL_BACKEND");
+    int relay = pb && *pb == '1';
     for (size_t i = 0; i < sizeof delays / sizeof delays[0]; i++) {
+        if (relay && delays[i] < 1e-6) {
+            printf("    cancelled timer %g s: skipped on the poll() backend (documented exception)\n", delays[i]);
+            continue;
+        }
         for (int second = 0; second < 2; second++) {
             for (int cross = 0; cross < 2; cross++) {
                 sub_begin();

@@ -47,6 +47,7 @@ if [ $quick = 0 ]; then
     # tests and the whole C suite again, in a target directory of their own so that neither
     # build invalidates the other.
     stage poll-backend env RUSTFLAGS="--cfg polling_test_poll_backend" CARGO_TARGET_DIR=target/poll-backend \
+        AFUT_TEST_POLL_BACKEND=1 \
         cargo test --lib --test c_suite
     # The non-Linux code paths (kqueue, pipes, no timerfd) type-checked for FreeBSD and macOS,
     # warnings as errors (cargo check needs only the targets' standard library, which rustup
