@@ -10,6 +10,7 @@
  *   test_under_valgrind()  true when the driver runs the program under valgrind
  *   test_now_s()           seconds on CLOCK_MONOTONIC
  *   test_sleep_s(s), test_sleep_ms(ms)   sleeps the whole time, even when signals arrive
+ *   test_readable(fd, ms)  1 if fd is readable within ms (0: now), 0 if not, -1 on error
  *   test_deadline(s)       ends the program (status 3, with a line naming the test that
  *                          was running) if it still runs `s` seconds from now; 0 cancels
  *   RUN_T(name)            RUN() under a per-test deadline of TEST_DEADLINE_S seconds
@@ -27,6 +28,7 @@
 #endif
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -115,6 +117,20 @@ static inline void test_sleep_s(double s) {
 }
 
 static inline void test_sleep_ms(int ms) { test_sleep_s(ms / 1000.0); }
+
+/* 1 if fd is readable within timeout_ms (0: just look), 0 if not, -1 on a poll error. */
+static inline int test_readable(int fd, int timeout_ms) {
+    struct pollfd p;
+    int r;
+    memset(&p, 0, sizeof p);
+    p.fd = fd;
+    p.events = POLLIN;
+    do {
+        r = poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) return -1;
+    return r > 0 && (p.revents & POLLIN) ? 1 : 0;
+}
 
 /* SIGALRM: the deadline passed. Only async-signal-safe calls. */
 static inline void test_on_deadline_(int sig) {

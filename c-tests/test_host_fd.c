@@ -49,17 +49,6 @@ static long long ceil_ll(double x) {
     return (double)t < x ? t + 1 : t;
 }
 
-/* 1 if fd is readable within timeout_ms, 0 if not, -1 on a poll error. */
-static int readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do {
-        r = poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) return -1;
-    return r > 0 && (p.revents & POLLIN) ? 1 : 0;
-}
-
 /* Remaining ms until `deadline`, at least 1, at most INT_MAX-ish. */
 
 /* ------------------------------------------------ counted, published tokens */
@@ -180,24 +169,24 @@ TEST(fd_is_stable_and_null_is_einval) {
 TEST(fd_idle_loop_not_readable) {
     afut_loop_t *loop = afut_loop_new();
     int fd = afut_loop_fd(loop);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     atomic_store(&plain_frees, 0);
     for (int i = 0; i < 1000; i++)
         CHECK(afut_loop_call_later(loop, 1000.0 + i, noop_cb, NULL, plain_free) != 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
-    CHECK_EQ_INT(readable(fd, 20), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 20), 0);
     int t = afut_loop_timeout_ms(loop);
     CHECK(t >= 999000 && t <= 1000000);
     size_t ran = 99;
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     /* a timer at INFINITY never comes due: not readable, and no zero timeout */
     afut_loop_t *loop2 = afut_loop_new();
     int fd2 = afut_loop_fd(loop2);
     CHECK(afut_loop_call_later(loop2, INFINITY, noop_cb, NULL, plain_free) != 0);
-    CHECK_EQ_INT(readable(fd2, 0), 0);
+    CHECK_EQ_INT(test_readable(fd2, 0), 0);
     int t2 = afut_loop_timeout_ms(loop2);
     CHECK(t2 == -1 || t2 > 1000000);
     afut_loop_free(loop2);
@@ -216,29 +205,29 @@ TEST(fd_readable_after_call_soon_from_thread) {
     submitter_t s = {.loop = loop, .t = &t, .n = 1, .delay = 0.05};
     submitter_start(&s);
     double t0 = now_s();
-    int r = readable(fd, (int)(budget(5.0) * 1000));
+    int r = test_readable(fd, (int)(budget(5.0) * 1000));
     double woke = now_s();
     pthread_join(s.th, NULL);
     CHECK_EQ_INT(r, 1);
     CHECK(woke - s.t_act < max_latency());
     CHECK(woke - t0 >= 0.04);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
-    CHECK_EQ_INT(readable(fd, 0), 1); /* level: still readable until run */
+    CHECK_EQ_INT(test_readable(fd, 0), 1); /* level: still readable until run */
     size_t ran = 0;
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
     CHECK_EQ_INT(atomic_load(&t.ran), 1);
     CHECK_EQ_INT(atomic_load(&t.wrong_thread), 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     /* submitted before the host looks at all */
     submitter_t s2 = {.loop = loop, .t = &t, .n = 3};
     submitter_start(&s2);
     pthread_join(s2.th, NULL);
-    CHECK_EQ_INT(readable(fd, 0), 1);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 3);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     afut_loop_free(loop);
     CHECK_EQ_INT(atomic_load(&t.freed), 4);
     CHECK_EQ_INT(atomic_load(&t.unpublished), 0);
@@ -249,24 +238,24 @@ TEST(fd_readable_after_call_soon_on_loop_thread) {
     afut_loop_t *loop = afut_loop_new();
     int fd = afut_loop_fd(loop);
     CHECK(afut_loop_call_soon(loop, noop_cb, NULL, NULL) != 0);
-    CHECK_EQ_INT(readable(fd, 0), 1);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
     size_t ran = 0;
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     /* a done-callback queued by completing a future on this thread */
     afut_t *f = afut_loop_create_future(loop);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     tally_t t;
     tally_init(&t);
     CHECK_EQ_INT(afut_add_done_callback(f, token_done_cb, token_new(&t), token_free), AFUT_OK);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_set_result(f, NULL, NULL), AFUT_OK);
-    CHECK_EQ_INT(readable(fd, 0), 1);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     afut_unref(f);
     afut_loop_free(loop);
     CHECK_EQ_INT(atomic_load(&t.freed), 1);
@@ -283,7 +272,7 @@ TEST(fd_readable_after_set_result_from_thread) {
     CHECK_EQ_INT(afut_add_done_callback(f, token_done_cb, token_new(&t), token_free), AFUT_OK);
     submitter_t s = {.loop = loop, .t = &t, .fut = f, .delay = 0.05};
     submitter_start(&s);
-    int r = readable(fd, (int)(budget(5.0) * 1000));
+    int r = test_readable(fd, (int)(budget(5.0) * 1000));
     double woke = now_s();
     pthread_join(s.th, NULL);
     CHECK_EQ_INT(r, 1);
@@ -292,14 +281,14 @@ TEST(fd_readable_after_set_result_from_thread) {
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
     CHECK_EQ_INT(atomic_load(&t.ran), 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
 
     afut_t *g = afut_loop_create_future(loop);
     submitter_t s2 = {.loop = loop, .t = &t, .fut = g};
     submitter_start(&s2);
     pthread_join(s2.th, NULL);
     CHECK(afut_done(g));
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     afut_unref(f);
     afut_unref(g);
@@ -318,8 +307,8 @@ TEST(fd_readable_when_timer_due_without_run_once) {
     int called = 0;
     double t0 = now_s();
     CHECK(afut_loop_call_later(loop, 0.05, count_cb, &called, NULL) != 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
-    int r = readable(fd, (int)(budget(3.0) * 1000));
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
+    int r = test_readable(fd, (int)(budget(3.0) * 1000));
     double took = now_s() - t0;
     CHECK_EQ_INT(r, 1);
     if (took < 0.045) fprintf(stderr, "  readable after %.4f s, before the timer was due\n", took);
@@ -330,7 +319,7 @@ TEST(fd_readable_when_timer_due_without_run_once) {
     long spurious = 0;
     while (!called && now_s() < deadline) {
         int to = afut_loop_timeout_ms(loop);
-        if (readable(fd, to < 0 ? ms_until(deadline) : to) != 1) continue;
+        if (test_readable(fd, to < 0 ? ms_until(deadline) : to) != 1) continue;
         size_t ran = 0;
         afut_loop_run_once(loop, 0, &ran);
         if (ran == 0) spurious++;
@@ -338,7 +327,7 @@ TEST(fd_readable_when_timer_due_without_run_once) {
     CHECK_EQ_INT(called, 1);
     CHECK_EQ_INT(spurious, 0);
     CHECK(now_s() - t0 >= 0.045);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     afut_loop_free(loop);
 }
@@ -368,10 +357,10 @@ TEST(fd_readable_when_timer_due_host_watches_fd_only) {
     double t0 = now_s();
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     int t = afut_loop_timeout_ms(loop);
     CHECK(t >= 1 && t <= 50);
-    int r = readable(fd, (int)(budget(3.0) * 1000));
+    int r = test_readable(fd, (int)(budget(3.0) * 1000));
     double took = now_s() - t0;
     CHECK_EQ_INT(r, 1);
     CHECK(took >= 0.045);
@@ -380,7 +369,7 @@ TEST(fd_readable_when_timer_due_host_watches_fd_only) {
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
     CHECK_EQ_INT(a.called, 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     afut_loop_free(loop);
 }
@@ -391,16 +380,16 @@ TEST(fd_readable_at_once_for_due_timers) {
     int fd = afut_loop_fd(loop);
     size_t ran = 0;
     CHECK(afut_loop_call_later(loop, -1.0, noop_cb, NULL, NULL) != 0);
-    CHECK_EQ_INT(readable(fd, 0), 1);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK(afut_loop_call_at(loop, afut_loop_time(loop) - 5.0, noop_cb, NULL, NULL) != 0);
-    CHECK_EQ_INT(readable(fd, 0), 1);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     afut_loop_free(loop);
 }
 
@@ -431,7 +420,7 @@ TEST(fd_timer_scheduled_from_thread_runs_on_time) {
     double fired_at = 0;
     while (!a.called && now_s() < deadline) {
         int to = afut_loop_timeout_ms(loop);
-        if (readable(fd, to < 0 ? ms_until(deadline) : to) != 1 && to < 0) continue;
+        if (test_readable(fd, to < 0 ? ms_until(deadline) : to) != 1 && to < 0) continue;
         afut_loop_run_once(loop, 0, NULL);
         if (a.called) fired_at = now_s();
     }
@@ -456,11 +445,11 @@ TEST(fd_cancelled_timer_leaves_loop_idle) {
     CHECK(t == -1 || (t > 0 && t <= 20));
     sleep_s(0.04);
     size_t ran = 99;
-    if (readable(fd, 0) == 1) {
+    if (test_readable(fd, 0) == 1) {
         CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
         CHECK_EQ_INT(ran, 0);
     }
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     afut_loop_free(loop);
 }
@@ -536,14 +525,14 @@ TEST(timeout_ms_host_never_spins_on_timers) {
             if (ran == 0) spins++;
         } else {
             int wait = to < 0 ? ms_until(deadline) : to;
-            readable(fd, wait);
+            test_readable(fd, wait);
             waits++;
         }
     }
     CHECK_EQ_INT(atomic_load(&t.ran), NTIM);
     CHECK_EQ_INT(spins, 0);
     CHECK(waits >= 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     afut_loop_free(loop);
     CHECK_EQ_INT(atomic_load(&t.freed), NTIM);
 }
@@ -578,7 +567,7 @@ TEST(level_triggered_poll_host_chain) {
     long iterations = 0, spurious = 0;
     while (c.n < c.target && now_s() < deadline) {
         int to = afut_loop_timeout_ms(loop);
-        int r = readable(fd, to < 0 ? ms_until(deadline) : to);
+        int r = test_readable(fd, to < 0 ? ms_until(deadline) : to);
         if (r != 1) continue;
         size_t ran = 0;
         CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
@@ -588,7 +577,7 @@ TEST(level_triggered_poll_host_chain) {
     CHECK_EQ_INT(c.n, 1000);
     CHECK_EQ_INT(iterations, 1000);
     CHECK_EQ_INT(spurious, 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     afut_loop_free(loop);
 }
 
@@ -672,7 +661,7 @@ TEST(edge_triggered_epoll_host_chain_of_1000) {
     CHECK_EQ_INT(c.n, 1000);
     CHECK(!st.stalled);
     CHECK_EQ_INT(st.run_errors, 0);
-    CHECK_EQ_INT(readable(afut_loop_fd(loop), 0), 0);
+    CHECK_EQ_INT(test_readable(afut_loop_fd(loop), 0), 0);
     afut_loop_free(loop);
 }
 
@@ -826,7 +815,7 @@ TEST(wakeup_fn_called_on_transitions_and_coalesced) {
     submitter_start(&s5);
     pthread_join(s5.th, NULL);
     CHECK_EQ_INT(atomic_load(&w2.calls), c6);
-    CHECK_EQ_INT(readable(afut_loop_fd(loop), 0), 1); /* the fd still works */
+    CHECK_EQ_INT(test_readable(afut_loop_fd(loop), 0), 1); /* the fd still works */
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 1);
 

@@ -43,17 +43,6 @@
 
 /* ======================================================================== helpers */
 
-/* 1 if fd is readable within timeout_ms, 0 if not, -1 on a poll error. */
-static int readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do {
-        r = poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) return -1;
-    return r > 0 && (p.revents & POLLIN) ? 1 : 0;
-}
-
 /* Sub-case bookkeeping: one line on stdout per sub-case, the failure count of the TEST. */
 static int sub_fail_before;
 static void sub_begin(void) { sub_fail_before = test_current_failures_; }
@@ -658,7 +647,7 @@ static void due_host(int kind, size_t vi, int cross) {
          * take a few microseconds to fire once it is idle: the first look allows 100 ms (a
          * host blocked in poll would be woken as well). Afterwards, and from the loop
          * thread, the fd must be readable at once. */
-        int rd = readable(fd, cross && i == 0 ? 100 : 0);
+        int rd = test_readable(fd, cross && i == 0 ? 100 : 0);
         int to = afut_loop_timeout_ms(loop);
         if (rd != 1) {
             silent = 1;
@@ -678,7 +667,7 @@ static void due_host(int kind, size_t vi, int cross) {
     }
     CHECK_EQ_INT(atomic_load(&f.ran), 1);
     spin(loop, 10);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     sub_release(&s);
     spin(loop, 10);
@@ -787,11 +776,11 @@ TEST(item3_idle_host_fd_silent_after_a_timer_ran_at_its_deadline) {
         ran_now += ran == 1;
         spin(loop, 5); /* if the clock read raced the deadline: the timer runs now */
         int to = afut_loop_timeout_ms(loop);
-        if (readable(fd, 3) == 1) { /* waits past the kernel timer's expiry */
+        if (test_readable(fd, 3) == 1) { /* waits past the kernel timer's expiry */
             /* a level-triggered host calls run_once(loop, 0) now */
             size_t r2 = 99;
             CHECK_EQ_INT(afut_loop_run_once(loop, 0, &r2), AFUT_OK);
-            if (r2 == 0 && readable(fd, 0) == 1) {
+            if (r2 == 0 && test_readable(fd, 0) == 1) {
                 stuck = 1;
                 fprintf(stderr,
                         "  item3: trial %d: idle loop (timeout_ms %d), fd still readable after run_once(loop, 0) ran "
@@ -908,7 +897,7 @@ static void huge_host(int kind, size_t vi) {
     size_t ran = 99;
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     int to = afut_loop_timeout_ms(loop);
     if (!(to == -1 || to >= 1000))
         fprintf(stderr, "  item4: host %s(%s): timeout_ms %d\n", sk_name[kind], huge_names[vi], to);
@@ -916,13 +905,13 @@ static void huge_host(int kind, size_t vi) {
     ran = 99;
     CHECK_EQ_INT(afut_loop_run_once(loop, 30, &ran), AFUT_OK);
     CHECK_EQ_INT(ran, 0);
-    CHECK_EQ_INT(readable(fd, 20), 0);
+    CHECK_EQ_INT(test_readable(fd, 20), 0);
     CHECK_EQ_INT(atomic_load(&f.ran), 0);
     if (s.input) {
         /* the input completes: the wait_for / wait_many completes with it */
         CHECK_EQ_INT(afut_set_result(s.input, NULL, NULL), AFUT_OK);
         for (int i = 0; i < 10 && !atomic_load(&f.ran); i++) {
-            CHECK_EQ_INT(readable(fd, 0), 1);
+            CHECK_EQ_INT(test_readable(fd, 0), 1);
             CHECK_EQ_INT(afut_loop_run_once(loop, 0, NULL), AFUT_OK);
         }
         CHECK_EQ_INT(atomic_load(&f.ran), 1);
@@ -930,7 +919,7 @@ static void huge_host(int kind, size_t vi) {
     }
     sub_release(&s);
     spin(loop, 10);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     afut_loop_free(loop);
 }
@@ -1655,7 +1644,7 @@ static void fork_submit_from_thread(afut_loop_t *loop, atomic_int *counter) {
 
 /* Waits for the fd, runs one iteration; returns how many callbacks ran (-1: fd stayed silent). */
 static long host_step(afut_loop_t *loop, int fd, double secs) {
-    if (readable(fd, (int)(budget(secs) * 1000)) != 1) return -1;
+    if (test_readable(fd, (int)(budget(secs) * 1000)) != 1) return -1;
     size_t ran = 0;
     if (afut_loop_run_once(loop, 0, &ran) != AFUT_OK) return -2;
     return (long)ran;
@@ -1673,7 +1662,7 @@ TEST(finding_fork_child_starts_over_with_afut_loop_fork) {
     atomic_init(&timer_ran, 0);
     atomic_init(&soon_ran, 0);
     CHECK(afut_loop_call_later(loop, 0.15, count_cb, &timer_ran, NULL) != 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     int c2p[2];
     CHECK_EQ_INT(pipe(c2p), 0);
     fflush(stdout);
@@ -1698,7 +1687,7 @@ TEST(finding_fork_child_starts_over_with_afut_loop_fork) {
         /* a new timer in the child */
         afut_loop_call_later(loop, 0.01, count_cb, &timer_ran, NULL);
         if (host_step(loop, cfd, 2.0) != 1 || atomic_load(&timer_ran) != 2) fails |= 32;
-        if (readable(cfd, 0) != 0) fails |= 64;
+        if (test_readable(cfd, 0) != 0) fails |= 64;
         afut_loop_free(loop);
         if (fails) fprintf(stderr, "  fork child: failures 0x%x\n", fails);
         _exit(fails ? 1 : 0);
@@ -1729,11 +1718,11 @@ TEST(finding_fork_child_starts_over_with_afut_loop_fork) {
     CHECK_EQ_INT(ran, 1);
     CHECK_EQ_INT(atomic_load(&timer_ran), 1);
     /* the child's submissions did not touch the parent's fd; the parent's own do */
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     fork_submit_from_thread(loop, &soon_ran);
     CHECK_EQ_INT(host_step(loop, fd, 2.0), 1);
     CHECK_EQ_INT(atomic_load(&soon_ran), 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
     }
@@ -1772,7 +1761,7 @@ static void cancelled_timer_case(double delay, int second, int cross) {
         CHECK(afut_loop_cancel(loop, h));
     }
     test_sleep_s(delay + 0.005);
-    int r = readable(fd, 0);
+    int r = test_readable(fd, 0);
     int tmo = afut_loop_timeout_ms(loop);
     if (r != 0) fprintf(stderr, "  cancelled timer %g: idle fd readable (timeout_ms %d)\n", delay, tmo);
     CHECK_EQ_INT(r, 0);
@@ -1782,7 +1771,7 @@ static void cancelled_timer_case(double delay, int second, int cross) {
     CHECK_EQ_INT(afut_loop_run_once(loop, 0, &n), AFUT_OK);
     CHECK_EQ_INT(n, 0);
     CHECK_EQ_INT(atomic_load(&ran), 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     afut_loop_free(loop);
 }
 

@@ -58,17 +58,6 @@ typedef struct soak {
     atomic_long timers_scheduled, timers_cancelled, timers_ran, timers_freed;
 } soak_t;
 
-/* 1 if fd is readable within timeout_ms, 0 if not, -1 on a poll error. */
-static int readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do {
-        r = poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) return -1;
-    return r > 0 && (p.revents & POLLIN) ? 1 : 0;
-}
-
 /* What made the loop's fd readable, for the failure message: the fdinfo of the process's
  * timerfd and eventfd (the loop's own kernel objects; this program has one loop). */
 static void describe_kernel_objects(const char *when) {
@@ -189,7 +178,7 @@ typedef struct host_stats {
 static long host_step(afut_loop_t *loop, int fd, int cap_ms, host_stats_t *st, const char *diag) {
     int to = afut_loop_timeout_ms(loop);
     int wait = to < 0 || to > cap_ms ? cap_ms : to;
-    int rd = readable(fd, wait);
+    int rd = test_readable(fd, wait);
     st->polls++;
     if (rd != 1 && to != 0) return 0;
     if (diag && rd == 1 && st->readable < 3) {
@@ -210,7 +199,7 @@ static long host_step(afut_loop_t *loop, int fd, int cap_ms, host_stats_t *st, c
          * so the host looks again at once, and a run of STUCK_RUN readable-empty dispatches
          * in a row means the fd stays readable with nothing to do. */
         long run = 1;
-        while (run < 1000 && readable(fd, 0) == 1) {
+        while (run < 1000 && test_readable(fd, 0) == 1) {
             size_t ran2 = 0;
             if (afut_loop_run_once(loop, 0, &ran2) != AFUT_OK) break;
             st->dispatches++;
@@ -321,7 +310,7 @@ TEST(level_triggered_host_no_spurious_wakeups_once_idle) {
     CHECK_EQ_INT(idle.empty, 0);
     CHECK_EQ_INT(idle_work, 0);
     CHECK_EQ_INT(idle_timeout_not_minus1, 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(atomic_load(&s.rc_errors), 0);
     CHECK_EQ_INT(atomic_load(&s.wrong_thread), 0);
     CHECK_EQ_INT(atomic_load(&s.cb_ran), atomic_load(&s.completed));

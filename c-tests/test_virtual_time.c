@@ -100,17 +100,6 @@ static double thread_cpu_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* 1 if fd is readable within timeout_ms, 0 if not, -1 on a poll error. */
-static int readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do {
-        r = poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) return -1;
-    return r > 0 && (p.revents & POLLIN) ? 1 : 0;
-}
-
 /* Records the loop time at which a future completed (a done-callback of a loop future runs
  * on the loop thread). */
 typedef struct done_at {
@@ -783,24 +772,24 @@ TEST(host_fd_readable_only_once_advanced) {
     int fd = afut_loop_fd(loop);
     CHECK(fd >= 0);
     later(loop, 0.5, 1);
-    CHECK_EQ_INT(readable(fd, 100), 0); /* 100 ms of real time: not due */
+    CHECK_EQ_INT(test_readable(fd, 100), 0); /* 100 ms of real time: not due */
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     CHECK_EQ_INT(afut_loop_advance_time(loop, 0.25), AFUT_OK);
-    CHECK_EQ_INT(readable(fd, 20), 0);
+    CHECK_EQ_INT(test_readable(fd, 20), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     CHECK_EQ_INT(afut_loop_advance_time(loop, 0.25), AFUT_OK);
-    CHECK_EQ_INT(readable(fd, 0), 1);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
     CHECK_EQ_INT(run_once(loop, 0), 1);
     CHECK_EQ_INT(g_nlog, 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     /* a timer that is due when scheduled (delay 0) makes the fd readable at once */
     later(loop, 0, 2);
-    CHECK_EQ_INT(readable(fd, 0), 1);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
     CHECK_EQ_INT(run_once(loop, 0), 1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     afut_loop_free(loop);
 }
 
@@ -813,7 +802,7 @@ TEST(host_fd_wakes_when_another_thread_advances) {
     advancer_t a = {.loop = loop, .delay_real = 0.05, .seconds = 2};
     atomic_init(&a.rc, 1);
     pthread_create(&a.th, NULL, advancer_main, &a);
-    CHECK_EQ_INT(readable(fd, (int)(budget(10) * 1000)), 1);
+    CHECK_EQ_INT(test_readable(fd, (int)(budget(10) * 1000)), 1);
     pthread_join(a.th, NULL);
     CHECK_EQ_INT(run_once(loop, 0), 1);
     CHECK_EQ_INT(g_nlog, 1);
@@ -830,7 +819,7 @@ TEST(host_auto_advance_timeout_is_zero) {
     later(loop, 100, 1);
     later(loop, 200, 2);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     CHECK_EQ_INT(run_once(loop, 0), 1);
     CHECK_TIME(afut_loop_time(loop), 100.0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
@@ -838,7 +827,7 @@ TEST(host_auto_advance_timeout_is_zero) {
     CHECK_TIME(afut_loop_time(loop), 200.0);
     CHECK_EQ_INT(g_nlog, 2);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
-    CHECK_EQ_INT(readable(fd, 0), 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
     /* only an INFINITY timer: nothing to jump to */
     CHECK(afut_loop_call_later(loop, INFINITY, log_cb, NULL, NULL) != 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);

@@ -26,7 +26,7 @@
  *   - many fds at once (1000 socketpairs, fd numbers past FD_SETSIZE, RLIMIT_NOFILE raised to
  *     what the hard limit allows).
  *
- * Positive host-fd checks wait a little (readable(fd, budget)) instead of polling with 0:
+ * Positive host-fd checks wait a little (test_readable(fd, budget)) instead of polling with 0:
  * on a poller without a pollable fd of its own (the poll() backend) a helper thread turns the
  * watched fds' readiness into the host fd's, which takes a thread switch. */
 #define _GNU_SOURCE
@@ -96,17 +96,6 @@ static void fill_fd(int fd) {
     memset(buf, 'f', sizeof buf);
     while (send(fd, buf, sizeof buf, MSG_NOSIGNAL | MSG_DONTWAIT) > 0) {
     }
-}
-
-/* 1 if fd is readable within timeout_ms, 0 if not, -1 on a poll error. */
-static int readable(int fd, int timeout_ms) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    int r;
-    do {
-        r = poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) return -1;
-    return r > 0 && (p.revents & POLLIN) ? 1 : 0;
 }
 
 /* How long a positive host-fd check may wait. */
@@ -1352,46 +1341,46 @@ TEST(host_fd_follows_watched_fds) {
     probe_init(&r, loop, sv[0], false, 'r');
     r.consume = true;
     CHECK_EQ_INT(watch(&r), AFUT_OK);
-    CHECK_EQ_INT(readable(lfd, 0), 0);
-    CHECK_EQ_INT(readable(lfd, 30), 0);
+    CHECK_EQ_INT(test_readable(lfd, 0), 0);
+    CHECK_EQ_INT(test_readable(lfd, 30), 0);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
     send_bytes(sv[1], 1);
-    CHECK_EQ_INT(readable(lfd, soon_ms()), 1);
+    CHECK_EQ_INT(test_readable(lfd, soon_ms()), 1);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1); /* nothing scheduled: the fd covers it */
     CHECK_EQ_INT(once(loop), 1);
     CHECK_EQ_INT(atomic_load(&r.calls), 1);
-    CHECK_EQ_INT(readable(lfd, 0), 0);
-    CHECK_EQ_INT(readable(lfd, 30), 0);
+    CHECK_EQ_INT(test_readable(lfd, 0), 0);
+    CHECK_EQ_INT(test_readable(lfd, 30), 0);
     /* a timer beside the watcher: timeout_ms follows the timer */
     CHECK(afut_loop_call_later(loop, 100.0, never_cb, NULL, NULL) != 0);
     int t = afut_loop_timeout_ms(loop);
     CHECK(t >= 99000 && t <= 100000);
-    CHECK_EQ_INT(readable(lfd, 0), 0);
+    CHECK_EQ_INT(test_readable(lfd, 0), 0);
     /* added while the data is already there: readable right after the registration */
     send_bytes(sv[1], 1);
     CHECK(afut_loop_remove_reader(loop, sv[0]));
     CHECK_EQ_INT(atomic_load(&r.frees), 1);
     /* Removed while ready: the fd goes quiet. On a poller without an fd of its own the relay
      * may have raised the fd already; then one run_once (running nothing) quiets it. */
-    if (readable(lfd, 30)) CHECK_EQ_INT(once(loop), 0);
-    CHECK_EQ_INT(readable(lfd, 30), 0);
+    if (test_readable(lfd, 30)) CHECK_EQ_INT(once(loop), 0);
+    CHECK_EQ_INT(test_readable(lfd, 30), 0);
     probe_t r2;
     probe_init(&r2, loop, sv[0], false, 'R');
     r2.consume = true;
     CHECK_EQ_INT(watch(&r2), AFUT_OK);
-    CHECK_EQ_INT(readable(lfd, soon_ms()), 1);
+    CHECK_EQ_INT(test_readable(lfd, soon_ms()), 1);
     CHECK_EQ_INT(once(loop), 1);
     CHECK_EQ_INT(atomic_load(&r2.calls), 1);
-    CHECK_EQ_INT(readable(lfd, 30), 0);
+    CHECK_EQ_INT(test_readable(lfd, 30), 0);
     /* a writer: ready at once */
     probe_t w;
     probe_init(&w, loop, sv[0], true, 'w');
     w.action = ACT_REMOVE_SELF;
     CHECK_EQ_INT(watch(&w), AFUT_OK);
-    CHECK_EQ_INT(readable(lfd, soon_ms()), 1);
+    CHECK_EQ_INT(test_readable(lfd, soon_ms()), 1);
     CHECK_EQ_INT(once(loop), 1);
     CHECK_EQ_INT(atomic_load(&w.calls), 1);
-    CHECK_EQ_INT(readable(lfd, 30), 0);
+    CHECK_EQ_INT(test_readable(lfd, 30), 0);
     check_probe(&r);
     check_probe(&r2);
     check_probe(&w);
@@ -1414,13 +1403,13 @@ TEST(host_fd_stays_readable_while_data_is_left) {
     CHECK_EQ_INT(watch(&r), AFUT_OK);
     send_bytes(sv[1], 1);
     for (int i = 1; i <= 3; i++) {
-        CHECK_EQ_INT(readable(lfd, soon_ms()), 1);
+        CHECK_EQ_INT(test_readable(lfd, soon_ms()), 1);
         CHECK_EQ_INT(once(loop), 1);
         CHECK_EQ_INT(atomic_load(&r.calls), i);
     }
     drain_fd(sv[0]);
     CHECK_EQ_INT(once(loop), 0);
-    CHECK_EQ_INT(readable(lfd, 30), 0);
+    CHECK_EQ_INT(test_readable(lfd, 30), 0);
     check_probe(&r);
     afut_loop_free(loop);
     close_pair(sv);
@@ -1477,7 +1466,7 @@ TEST(edge_triggered_host_gets_a_fresh_edge_while_ready) {
         }
     }
     CHECK(quiet_events <= 1); /* at most the edge of the last byte's iteration */
-    CHECK_EQ_INT(readable(lfd, 0), 0);
+    CHECK_EQ_INT(test_readable(lfd, 0), 0);
     close(ep);
     afut_loop_free(loop);
     close_pair(sv);
