@@ -13,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=AFUT_BLESS_HEADER");
+    poller_cfgs();
     // The C test harness needs the target triple to drive the `cc` crate.
     println!("cargo:rustc-env=AFUT_TARGET={}", env::var("TARGET").unwrap());
     // One SONAME rule for every build of the shared library: libafut.so.MAJOR.
@@ -45,5 +46,30 @@ fn main() {
     header.write_to_file(&generated);
     if env::var_os("AFUT_BLESS_HEADER").is_some() {
         std::fs::copy(&generated, crate_dir.join("include/afut.h")).expect("include/afut.h is writable");
+    }
+}
+
+/// The poller aliases `src/runtime/wakeup.rs` uses, so that each platform list is written once:
+/// - `afut_poller_fd`: the poller has an fd of its own that hosts can watch (polling's epoll,
+///   kqueue and event-port backends: the platforms where its `Poller` is `AsRawFd`);
+/// - `afut_epoll`: Linux epoll, which the loop drives with its own `epoll_wait`.
+///
+/// `--cfg polling_test_poll_backend` (in RUSTFLAGS) forces polling's `poll()` backend, so it
+/// turns both off. Cargo hands the target's cfgs (RUSTFLAGS' included) to build scripts as
+/// `CARGO_CFG_*`.
+fn poller_cfgs() {
+    println!("cargo::rustc-check-cfg=cfg(afut_poller_fd)");
+    println!("cargo::rustc-check-cfg=cfg(afut_epoll)");
+    let os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let vendor = env::var("CARGO_CFG_TARGET_VENDOR").unwrap_or_default();
+    let forced_poll = env::var_os("CARGO_CFG_POLLING_TEST_POLL_BACKEND").is_some();
+    let own_fd = ["linux", "android", "redox", "illumos", "solaris", "freebsd", "netbsd", "openbsd", "dragonfly"]
+        .contains(&os.as_str())
+        || vendor == "apple";
+    if own_fd && !forced_poll {
+        println!("cargo:rustc-cfg=afut_poller_fd");
+        if os == "linux" {
+            println!("cargo:rustc-cfg=afut_epoll");
+        }
     }
 }

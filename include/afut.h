@@ -443,10 +443,10 @@ bool afut_loop_cancel(afut_loop_t *loop, afut_handle_t handle);
 // timers. Other platforms have no pollable timer: there the host must also wait no longer
 // than `afut_loop_timeout_ms` (which every host should do anyway). On a platform whose poller
 // has no fd of its own (the `poll()` fallback), the fd is the loop's wakeup pipe, and a helper
-// thread, started by the first call, raises it when a watched fd is ready; there a timer that
-// was due as it was scheduled raises the fd at once, and if it is cancelled before the next
-// `run_once`, the fd stays readable until that `run_once`, which runs nothing (the one
-// exception to "not readable when idle"; epoll, kqueue and event ports have none). On a virtual clock
+// thread, started by the first call, raises it when a watched fd is ready or a timer comes
+// due; there a timer cancelled after it came due but before the next `run_once` leaves the
+// fd readable until that `run_once`, which runs nothing (the one exception to "not readable
+// when idle"; epoll, kqueue and event ports have none). On a virtual clock
 // (`afut_loop_set_virtual_clock`) a timer makes the fd readable once it is due; an
 // auto-advance jump is announced by `afut_loop_timeout_ms` instead.
 //

@@ -77,9 +77,9 @@ struct Shared {
 
 /// The loop thread's wait buffers.
 struct Buffers {
-    #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+    #[cfg(afut_epoll)]
     raw: Vec<libc::epoll_event>,
-    #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+    #[cfg(not(afut_epoll))]
     events: Events,
     /// The watched fds the last collecting wait found ready.
     ready: Vec<Ready>,
@@ -111,42 +111,14 @@ fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The poller's own fd, where the backend has one (the same platforms as `polling`'s
-/// `AsRawFd for Poller`).
-#[cfg(all(
-    any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "redox",
-        target_os = "illumos",
-        target_os = "solaris",
-        target_vendor = "apple",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly",
-    ),
-    not(polling_test_poll_backend),
-))]
+/// The poller's own fd, where the backend has one (`afut_poller_fd`, set by build.rs for the
+/// platforms where `polling`'s `Poller` is `AsRawFd`).
+#[cfg(afut_poller_fd)]
 fn poller_fd(p: &Poller) -> Option<RawFd> {
     Some(p.as_raw_fd())
 }
 
-#[cfg(not(all(
-    any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "redox",
-        target_os = "illumos",
-        target_os = "solaris",
-        target_vendor = "apple",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly",
-    ),
-    not(polling_test_poll_backend),
-)))]
+#[cfg(not(afut_poller_fd))]
 fn poller_fd(_: &Poller) -> Option<RawFd> {
     None
 }
@@ -260,9 +232,9 @@ impl Wakeup {
             signal_seen: AtomicBool::new(true),
             consumed: AtomicU64::new(0),
             buffers: Mutex::new(Buffers {
-                #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+                #[cfg(afut_epoll)]
                 raw: Vec::new(),
-                #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+                #[cfg(not(afut_epoll))]
                 events: Events::new(),
                 ready: Vec::new(),
             }),
@@ -349,7 +321,7 @@ impl Wakeup {
     }
 
     /// Linux epoll: `epoll_wait` on the poller's fd, keys read from the events.
-    #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+    #[cfg(afut_epoll)]
     fn wait_poller(&self, b: &mut Buffers, timeout_ms: i32, collect: bool) {
         let epfd = self.shared.poller.as_raw_fd();
         // Room for every watched fd, so that one wait sees all that are ready (asyncio's
@@ -388,7 +360,7 @@ impl Wakeup {
     }
 
     /// Every other backend: `polling::Poller::wait`.
-    #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+    #[cfg(not(afut_epoll))]
     fn wait_poller(&self, b: &mut Buffers, timeout_ms: i32, collect: bool) {
         let watched = self.watched.load(Ordering::Acquire);
         if b.events.capacity().get() < watched + 4 {
@@ -493,7 +465,7 @@ impl Wakeup {
     ///
     /// Only where the poller is a kernel object of its own the loop can wait on directly
     /// (Linux epoll); elsewhere `Unsupported`.
-    #[cfg(all(target_os = "linux", not(polling_test_poll_backend)))]
+    #[cfg(afut_epoll)]
     pub(crate) fn renew_after_fork(&self, interests: &[(RawFd, bool, bool)]) -> io::Result<()> {
         fn replace(fresh: libc::c_int, old: RawFd) -> io::Result<()> {
             let fresh = owned(fresh)?;
@@ -529,7 +501,7 @@ impl Wakeup {
         Ok(())
     }
 
-    #[cfg(not(all(target_os = "linux", not(polling_test_poll_backend))))]
+    #[cfg(not(afut_epoll))]
     pub(crate) fn renew_after_fork(&self, _interests: &[(RawFd, bool, bool)]) -> io::Result<()> {
         Err(io::Error::from(io::ErrorKind::Unsupported))
     }
