@@ -330,12 +330,11 @@ static const edge_t *pick_edge(void) {
     return e;
 }
 
-/* Total order of deadlines as the library sorts them (f64::total_cmp: -0.0 < +0.0). */
+/* Order of deadlines as the library sorts them: by value, so -0.0 and +0.0 are one deadline
+ * and FIFO breaks the tie (asyncio compares `when` with <, where -0.0 == 0.0). */
 static int dl_cmp(double a, double b) {
     if (a < b) return -1;
     if (a > b) return 1;
-    if (signbit(a) && !signbit(b)) return -1;
-    if (!signbit(a) && signbit(b)) return 1;
     return 0;
 }
 
@@ -1258,6 +1257,8 @@ static void act_schedule(int loopi, int cls) {
         return;
     }
     if (h == 0) MFAIL("scheduling (class %d, delay %g, when %g, at %d) returned 0", cls, delay, when, at);
+    TRACE("%*s  -> id %u handle %llu (delay %.17g, when %.17g, at %d, clock %.17g..%.17g)\n", g_depth * 2, "", id,
+          (unsigned long long)h, delay, when, at, tb, ta);
     g_ids[id].regs++;
     int hi = h_new();
     hrec_t *H = &g_h[hi];
@@ -1323,6 +1324,7 @@ static void act_cancel_handle(int loopi) {
         model_free(g_h[hi].id);
         h_dead(hi);
     }
+    TRACE("%*s  -> handle %llu (id %u)\n", g_depth * 2, "", (unsigned long long)h, expect ? g_h[hi].id : 0);
     g_calls++;
     bool rc = afut_loop_cancel(L->l, h);
     MCHECK_EQ(rc, expect);
