@@ -211,23 +211,13 @@ static void model_fail(const char *file, int line, const char *fmt, ...) {
 #ifndef MODEL_GATE_CANCELLED_TIMER_FD
 #define MODEL_GATE_CANCELLED_TIMER_FD 1
 #endif
-/* A pending afut_wrap_future wrapper that the application drops is freed (its source holds
- * it only weakly), so the done-callbacks on it never run (asyncio: _chain_future's callback
- * on the source holds the destination until it completes). Gated: such a callback freed
- * unrun is counted, and deep chains drop a pending wrapper only when the link above holds
- * it. */
-#ifndef MODEL_GATE_DROPPED_WRAPPER
-#define MODEL_GATE_DROPPED_WRAPPER 1
-#endif
-
-enum { GATE_AS_COMPLETED_LEAK, GATE_CANCELLED_TIMER_FD, GATE_DROPPED_WRAPPER, GATE_N };
+enum { GATE_AS_COMPLETED_LEAK, GATE_CANCELLED_TIMER_FD, GATE_N };
 static const struct {
     const char *name;
     bool on;
 } k_gates[GATE_N] = {
     [GATE_AS_COMPLETED_LEAK] = {"MODEL_GATE_AS_COMPLETED_LEAK", MODEL_GATE_AS_COMPLETED_LEAK},
     [GATE_CANCELLED_TIMER_FD] = {"MODEL_GATE_CANCELLED_TIMER_FD", MODEL_GATE_CANCELLED_TIMER_FD},
-    [GATE_DROPPED_WRAPPER] = {"MODEL_GATE_DROPPED_WRAPPER", MODEL_GATE_DROPPED_WRAPPER},
 };
 static bool g_gate[GATE_N];
 static unsigned long long g_gate_hits[GATE_N];
@@ -517,7 +507,6 @@ typedef struct {
 typedef struct {
     akey_t key;
     uint8_t kind;
-    bool opt; /* may be absent: a no-op mirror for a done wrapper that may be gone (weak) */
     int ent, arg;
     uint32_t oid;
 } aitem_t;
@@ -1543,16 +1532,7 @@ static void ax_free(void *p) {
         if (s == OBS_REG || s == OBS_QUEUED) {
             int i = g_ax[k].ent;
             aux_t *X = &g_a[i];
-            bool weak = X->live && X->serial == g_ax[k].serial && !X->held && X->kind == AK_WRAP;
-            if (weak)
-                GATE_HIT(GATE_DROPPED_WRAPPER,
-                         "the done-callback registered on a pending wrap_future wrapper (entry %d) was freed without "
-                         "running when the application dropped its last reference: the library discarded the wrapper "
-                         "although its source's done-callback should keep it alive until it completes (asyncio: "
-                         "_chain_future's _call_set_state closure holds the destination)",
-                         i);
-            else
-                MFAIL("observer %u (state %d) of entry %d (%s) freed before it ran", k, s, i, k_kind[g_a[i].kind]);
+            MFAIL("observer %u (state %d) of entry %d (%s) freed before it ran", k, s, i, k_kind[X->kind]);
             g_ax[k].obs = OBS_DROPPED;
         }
     }
@@ -2027,15 +2007,10 @@ static bool aux_cancel(int i, const char *msg) {
 /* ----- reactions: what each internal callback does when it runs ----- */
 
 /* _chain_future's _call_set_state on the source side: the copy goes through the wrapper's
- * loop (call_soon), even if the source was done already (F22). afut's source holds the
- * wrapper weakly: a wrapper that is done and that we released may be gone by now, and then
- * no (no-op) copy is queued; the model does not follow every reference, so that item is
- * optional. */
+ * loop (call_soon), even if the source was done already (F22); the source's callback holds
+ * the wrapper until then, so the copy is queued even for a wrapper nobody else holds. */
 static void aux_wrap_copy(int w, int s) {
-    mloop_t *L = &g_loops[g_a[w].loop];
-    size_t n = L->naq;
     aux_push(g_a[w].loop, AI_WMIR, w, s, 0);
-    if (L->naq > n && g_a[w].st != ST_P && !g_a[w].held) L->aq[n].opt = true;
 }
 
 /* gather's _done_callback for child `c` (G3, G4, with afut's CANCELLED gather). */
@@ -2318,12 +2293,10 @@ static void aux_run_begin(int loopi) {
     g_any_obs_ran = false;
 }
 
-/* After the real run_once: plays the batch; returns how many items ran (and, in *opt, how
- * many more may have). */
-static size_t aux_run_end(int loopi, size_t *opt) {
+/* After the real run_once: plays the batch; returns how many items ran. */
+static size_t aux_run_end(int loopi) {
     long long r = g_batch_r;
     size_t ran = 0;
-    *opt = 0;
     for (size_t p = 0; p < g_nbatch; p++) {
         aitem_t it = g_batch[p];
         g_parent = (akey_t){g_grun, (uint32_t)p, 0};
@@ -2393,8 +2366,7 @@ static size_t aux_run_end(int loopi, size_t *opt) {
         if (it.arg >= 0 && it.kind != AI_OBS) touch(it.arg);
         unpin(it.ent);
         unpin(it.arg);
-        if (it.opt) (*opt)++;
-        else ran++;
+        ran++;
     }
     g_nbatch = 0;
     g_batch_loop = -1;
@@ -3706,11 +3678,10 @@ static void act_run_once(int loopi) {
         MFAIL("callback id %u (%s) did not run", it.id, it.kind == IT_CALL ? "call" : "done");
     }
     g_nframes = 0;
-    size_t aopt = 0;
-    size_t aran = aux_run_end(loopi, &aopt);
-    if (ran < g_ran + aran || ran > g_ran + aran + aopt)
+    size_t aran = aux_run_end(loopi);
+    if (ran != g_ran + aran)
         MFAIL("run_once ran %zu callbacks; the model: %zu of the application's and %zu internal ones (tasks, "
-              "sleeps, wrappers, combinators), and up to %zu more no-op mirrors, on loop %d", ran, g_ran, aran, aopt, loopi);
+              "sleeps, wrappers, combinators), on loop %d", ran, g_ran, aran, loopi);
     aux_after_run(loopi, (long long)L->runs);
 }
 
@@ -3718,7 +3689,6 @@ static void act_run_once(int loopi) {
  * bounds of the earliest finite timer that is not due. */
 typedef struct {
     bool ready;
-    bool maybe_ready; /* only optional items are queued */
     int due;
     bool minf_first;     /* the earliest live deadline is -INFINITY */
     bool far;
@@ -3728,11 +3698,7 @@ typedef struct {
 static mwork_t model_work(int loopi) {
     mloop_t *L = &g_loops[loopi];
     mwork_t w = {.ready = L->q.n > 0, .far_lo = INFINITY, .far_hi = INFINITY};
-    for (size_t j = 0; j < L->naq && !w.ready; j++) {
-        if (L->aq[j].opt) w.maybe_ready = true;
-        else w.ready = true;
-    }
-    if (w.ready) w.maybe_ready = false;
+    if (L->naq > 0) w.ready = true;
     double first = INFINITY;
     for (size_t i = 0; i < L->ntimers; i++) {
         hrec_t *H = &g_h[L->timers[i]];
@@ -3787,9 +3753,6 @@ static void check_loop_io(int loopi) {
     int tm = afut_loop_timeout_ms(L->l);
     double t1 = bounds ? afut_loop_time(L->l) : 0;
     g_checks += bounds ? 3 : 1;
-    if (w.maybe_ready && !w.due && (tm == 0 || rd)) {
-        return; /* a no-op mirror the library may or may not have queued: either is right */
-    }
     if (L->virt) {
         /* A virtual clock without auto-advance: 0 if work is ready or a timer due, else -1
          * (waiting in real time never makes a virtual timer due); the host fd is readable
@@ -4446,8 +4409,7 @@ static void act_advance(int loopi) {
  * application's references dropped, observers added; the loops run; every link checked
  * against the model as it completes (observers check the iteration), all of them at the
  * end; then everything released and the loops freed. A strict run drops a pending top link
- * too (asyncio keeps it alive through its input's callback), except a wrapper while
- * MODEL_GATE_DROPPED_WRAPPER is on. */
+ * too (asyncio keeps it alive through its input's callback). */
 
 static char g_deep_what[256]; /* the operation in progress, for the stack-overflow report */
 static const int *g_deep_links;
@@ -4493,23 +4455,12 @@ static bool deep_busy(int A, int B) {
 }
 
 /* May a pending chain link be dropped? Anything but the base (the application completes it)
- * and, unless `top_ok`, the top; while MODEL_GATE_DROPPED_WRAPPER is on, a pending wrapper
- * only when the link above surely holds it (a gather, a wrapper, a task awaiting it), so
- * that afut's weakly held wrappers never go away under the model. */
+ * and, unless `top_ok`, the top (a pending link's input holds it, as asyncio's callbacks do). */
 static bool deep_may_drop(const int *link, int depth, int k, bool top_ok) {
     aux_t *E = &g_a[link[k]];
     if (!E->held || k == 0) return false;
     if (E->st != ST_P) return true;
-    if (k == depth) {
-        if (!top_ok) return false;
-        return E->kind != AK_WRAP || !gate_on(GATE_DROPPED_WRAPPER);
-    }
-    if (E->kind != AK_WRAP || !gate_on(GATE_DROPPED_WRAPPER)) return true;
-    /* a pending wrapper (gated): only when the link above surely holds it */
-    aux_t *U = &g_a[link[k + 1]];
-    if (U->kind == AK_GATHER || U->kind == AK_WRAP) return U->st == ST_P || U->kind == AK_GATHER;
-    if (U->kind == AK_TASK) return U->awaited == link[k];
-    return false;
+    return k != depth || top_ok;
 }
 
 static void act_deep(int depth, bool deep_phase) {
