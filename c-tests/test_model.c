@@ -197,13 +197,6 @@ static void model_fail(const char *file, int line, const char *fmt, ...) {
  * -DMODEL_GATE_...=0, or run with AFUT_MODEL_UNGATE=1 (every gate off) or
  * AFUT_MODEL_UNGATE=<comma list of gate names>. */
 
-/* afut_as_completed over an input that never completes leaks: the state holds the inputs and
- * slots, each pending input's done-callback holds the state, and neither the loop's close nor
- * releasing every future breaks that cycle. Gated: the model cancels such inputs before a
- * close (aux_settle_acg) and keeps them held; the leak check at the end counts instead. */
-#ifndef MODEL_GATE_AS_COMPLETED_LEAK
-#define MODEL_GATE_AS_COMPLETED_LEAK 1
-#endif
 /* A cancelled timer leaves the host fd's wakeup armed (the timerfd on a real clock, the
  * wakeup written for a due timer on a virtual clock): the idle fd is readable once, with
  * afut_loop_timeout_ms -1, until a run_once that runs nothing clears it. Gated: that one
@@ -211,12 +204,11 @@ static void model_fail(const char *file, int line, const char *fmt, ...) {
 #ifndef MODEL_GATE_CANCELLED_TIMER_FD
 #define MODEL_GATE_CANCELLED_TIMER_FD 1
 #endif
-enum { GATE_AS_COMPLETED_LEAK, GATE_CANCELLED_TIMER_FD, GATE_N };
+enum { GATE_CANCELLED_TIMER_FD, GATE_N };
 static const struct {
     const char *name;
     bool on;
 } k_gates[GATE_N] = {
-    [GATE_AS_COMPLETED_LEAK] = {"MODEL_GATE_AS_COMPLETED_LEAK", MODEL_GATE_AS_COMPLETED_LEAK},
     [GATE_CANCELLED_TIMER_FD] = {"MODEL_GATE_CANCELLED_TIMER_FD", MODEL_GATE_CANCELLED_TIMER_FD},
 };
 static bool g_gate[GATE_N];
@@ -1428,8 +1420,6 @@ typedef struct {
     int *slots;      /* as_completed group: its slots */
     int group;       /* as_completed slot: its group */
     void *arr;       /* gather / wait_many: the array first seen through afut_result */
-    bool leak_told;  /* as_completed group: its leak diagnosed (MODEL_GATE_AS_COMPLETED_LEAK) */
-    bool acg_member; /* an input of an as_completed */
 } aux_t;
 
 typedef struct {
@@ -3218,7 +3208,6 @@ static void aux_new_ascompleted(int loopi) {
     }
     for (int k = 0; k < nu; k++) {
         lsn_add(uniq[k], AI_ACM, g, uniq[k], 0);
-        g_a[uniq[k]].acg_member = true;
     }
     if (t != INFINITY) g_a[g].timer = aux_timer_for(AT_AC, g, loopi, tb, ta, t > 0 ? t : 0.0);
     TRACE("aux: new as_completed group %d (%d members, timeout %g):", g, nu, t);
@@ -3284,7 +3273,6 @@ static bool aux_may_release(int i) {
     aux_t *E = &g_a[i];
     if (!E->held) return false;
     if (E->orphan || E->st != ST_P) return true;
-    if (E->acg_member && gate_on(GATE_AS_COMPLETED_LEAK)) return false; /* see aux_settle_acg */
     if (E->kind == AK_TASK) {
         for (int k = E->pos; k < E->nscript; k++)
             if (E->script[k] == OP_EXC) return false;
@@ -3361,74 +3349,10 @@ static void aux_action(int loopi) {
 
 /* ----- the loop's close ----- */
 
-/* The bug behind MODEL_GATE_AS_COMPLETED_LEAK: afut_as_completed's state holds its inputs, and each pending input's
- * done-callback holds the state; the timer holds it too. An input that never completes (a
- * sleep of INFINITY, a future nobody completes) keeps that cycle alive after the loop's close
- * dropped the timer: the inputs, the slots and everything they hold leak. The aux ids that
- * such a group's close may leak are collected here; the teardown diagnoses them. */
-static uint32_t *g_mleak;
-static int g_nmleak, g_capmleak;
-
-static void mleak_add(uint32_t k) {
-    if (!k) return;
-    GROW(g_mleak, g_nmleak, g_capmleak, 64);
-    g_mleak[g_nmleak++] = k;
-}
-
-static void mleak_ptr(void *p) {
-    uintptr_t v = (uintptr_t)p;
-    if (v > AUX_BASE && v - AUX_BASE < g_nax) mleak_add((uint32_t)(v - AUX_BASE));
-}
-
-static void mleak_entry(int i, int depth) {
-    if (i < 0 || depth > 32 || !g_a[i].live) return;
-    aux_t *E = &g_a[i];
-    mleak_add(E->vid);
-    mleak_ptr(E->val); /* a mirrored value keeps its owner (forgotten by the model) alive */
-    mleak_ptr(E->detail);
-    for (int k = 0; k < E->nlsn; k++)
-        if (E->lsn[k].kind == AI_OBS) mleak_add(E->lsn[k].oid);
-    if (E->kind == AK_GATHER || E->kind == AK_WAITMANY || E->kind == AK_ACG)
-        for (int k = 0; k < E->nkids; k++) mleak_entry(E->kids[k], depth + 1);
-    if (E->kind == AK_ACG)
-        for (int k = 0; k < E->nkids; k++) mleak_entry(E->slots[k], depth + 1);
-    if ((E->kind == AK_WAITFOR || E->kind == AK_SHIELD || E->kind == AK_WRAP) && E->peer >= 0) mleak_entry(E->peer, depth + 1);
-    if (E->mirror_of >= 0 && g_a[E->mirror_of].serial == E->mirror_serial) mleak_entry(E->mirror_of, depth + 1);
-}
-
-static bool mleak_has(uint32_t k) {
-    for (int j = 0; j < g_nmleak; j++)
-        if (g_mleak[j] == k) return true;
-    return false;
-}
-
 /* Model side of closing loop `loopi` (the loop is marked closed first, so that whatever
  * completes now drops its callbacks). */
-/* as_completed groups of `loopi` (all loops: -1) with an input that will never complete */
-static void mleak_scan(int loopi) {
-    for (int i = 0; i < g_na; i++) {
-        aux_t *G = &g_a[i];
-        if (!G->live || (loopi >= 0 && G->loop != loopi) || G->kind != AK_ACG) continue;
-        bool pending = false;
-        for (int k = 0; k < G->nkids; k++) pending = pending || g_a[G->kids[k]].st == ST_P;
-        if (pending && !G->leak_told) {
-            G->leak_told = true;
-            int k = 0;
-            while (k < G->nkids && g_a[G->kids[k]].st != ST_P) k++;
-            GATE_HIT(GATE_AS_COMPLETED_LEAK, "afut_as_completed over %d inputs: input %d (%s) "
-                      "never completes (it is pending at the loop's close / the end of the run). The as_completed state "
-                      "holds its inputs, its slots and the loop; every pending input's done-callback holds the state: a "
-                      "reference cycle that neither the loop's close nor the release of every future breaks, so all of it "
-                      "leaks (LeakSanitizer: indirect leaks; asyncio's garbage collector collects the same cycle)",
-                      G->nkids, k, k < G->nkids ? k_kind[g_a[G->kids[k]].kind] : "?");
-            mleak_entry(i, 0);
-        }
-    }
-}
-
 static void aux_close_model(int loopi) {
     mloop_t *L = &g_loops[loopi];
-    mleak_scan(loopi);
     /* the queue and the timers go */
     for (size_t j = 0; j < L->naq; j++) {
         aitem_t *it = &L->aq[j];
@@ -3487,24 +3411,6 @@ static void aux_after_close(int loopi) {
         if (g_a[i].live && g_a[i].loop == loopi) aux_remove_maybe(i);
 }
 
-/* With MODEL_GATE_AS_COMPLETED_LEAK on: before loop `loopi` (-1: every loop) closes, cancel the
- * pending inputs of its as_completed groups, which would otherwise leak in a cycle (the
- * inputs are kept held for this). */
-static void aux_settle_acg(int loopi) {
-    if (!gate_on(GATE_AS_COMPLETED_LEAK)) return;
-    for (int i = 0; i < g_na; i++) {
-        aux_t *G = &g_a[i];
-        if (!G->live || G->kind != AK_ACG || G->orphan || (loopi >= 0 && G->loop != loopi)) continue;
-        for (int k = 0; k < G->nkids; k++) {
-            aux_t *M = &g_a[G->kids[k]];
-            if (M->st != ST_P || !M->held || M->orphan || M->kind == AK_TASK) continue;
-            bool expect = aux_cancel(G->kids[k], NULL);
-            g_calls++;
-            MCHECK_EQ(afut_cancel(M->f, NULL), expect);
-        }
-    }
-}
-
 /* Cancels (model and real) pending futures that a re-entrant observer keeps alive through
  * its reference: nothing else would ever complete them. */
 static void aux_break_cycles(void) {
@@ -3541,22 +3447,7 @@ static void aux_release_loop(int loopi) {
 static void aux_teardown(void) {
     for (int i = 0; i < g_na; i++)
         if (g_a[i].live) MFAIL("aux %d (%s) still live after teardown", i, k_kind[g_a[i].kind]);
-    bool ac_diag = false;
     for (uint32_t k = 1; k < g_nax; k++) {
-        /* an id the model did not trace to such a group, in a run that had one, is most
-         * likely held through a reference the model does not follow */
-        if (!g_ax[k].refused && g_ax[k].frees == 0 && (mleak_has(k) || g_nmleak > 0)) {
-            if (!ac_diag)
-                GATE_HIT(GATE_AS_COMPLETED_LEAK, "aux id %u (kind %d) was never freed: it "
-                          "belongs to%s an input of an afut_as_completed whose other input never completed. The "
-                          "as_completed state holds its inputs and slots; each pending input's done-callback holds "
-                          "the state: a reference cycle that neither the loop's close (it dropped the timer) nor the "
-                          "release of every future breaks, so the inputs, their values and their callbacks leak "
-                          "(asyncio's garbage collector collects the same cycle)", k, g_ax[k].kind,
-                          mleak_has(k) ? "" : " (most likely: the model did not trace it)");
-            ac_diag = true;
-            continue;
-        }
         if (g_ax[k].refused ? g_ax[k].frees != 0 : g_ax[k].frees != 1)
             MFAIL("aux id %u (kind %d, of entry %d, observer state %d, re-entrant %d): freed %d times (refused %d)", k,
                   g_ax[k].kind, g_ax[k].ent, g_ax[k].obs, g_ax[k].reent, g_ax[k].frees, g_ax[k].refused);
@@ -3564,9 +3455,6 @@ static void aux_teardown(void) {
     free(g_ax);
     g_ax = NULL;
     g_nax = g_capax = 0;
-    free(g_mleak);
-    g_mleak = NULL;
-    g_nmleak = g_capmleak = 0;
     free(g_tm);
     g_tm = NULL;
     g_ntm = g_captm = 0;
@@ -3939,7 +3827,6 @@ static void new_loop(void) {
 static void free_loop(int loopi) {
     mloop_t *L = &g_loops[loopi];
     if (!L->closed) {
-        aux_settle_acg(loopi);
         model_close(loopi);
     }
     /* Reports of futures freed later would go to stderr: read those exceptions now. */
@@ -3965,7 +3852,6 @@ static void act_loop_cycle(void) {
     }
     if (g_cur >= 0) {
         if (rnd(2)) {
-            aux_settle_acg(g_cur);
             model_close(g_cur);
             g_calls++;
             MCHECK_EQ(afut_loop_close(g_loops[g_cur].l), AFUT_OK);
@@ -4750,8 +4636,6 @@ static void teardown(void) {
         while (g_f[s].live && g_f[s].urefs > 0) act_unref(s);
     }
     aux_break_cycles();
-    if (g_cur >= 0) aux_settle_acg(g_cur);
-    mleak_scan(-1); /* nothing completes from now on */
     /* everything goes now, pending futures too: their observers are freed unrun */
     for (uint32_t k = 1; k < g_nax; k++)
         if (g_ax[k].kind == AXK_OBS && (g_ax[k].obs == OBS_REG || g_ax[k].obs == OBS_QUEUED)) g_ax[k].obs = OBS_DROPPED;
