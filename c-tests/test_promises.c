@@ -1779,6 +1779,45 @@ static void cancelled_timer_case(double delay, int second, int cross, int relay)
     afut_loop_free(loop);
 }
 
+/* The same on a virtual clock: a timer due when scheduled raises the fd at once (no timerfd
+ * there), and its cancel between runs must lower it again, from the host's thread or another
+ * one; a later timer keeps the fd quiet until it is due. */
+static void cancelled_virtual_timer_case(int second, int cross) {
+    afut_loop_t *loop = afut_loop_new();
+    CHECK_EQ_INT(afut_loop_set_virtual_clock(loop, false), AFUT_OK);
+    int fd = afut_loop_fd(loop);
+    atomic_int ran;
+    atomic_init(&ran, 0);
+    afut_handle_t h = afut_loop_call_later(loop, -1.0, count_cb, &ran, NULL);
+    CHECK(h != 0);
+    if (second) CHECK(afut_loop_call_later(loop, 10.0, count_cb, &ran, NULL) != 0);
+    CHECK_EQ_INT(test_readable(fd, 0), 1);
+    CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
+    if (cross) {
+        pthread_t t;
+        void *args[2] = {loop, &h};
+        CHECK_EQ_INT(pthread_create(&t, NULL, cancel_from_thread_main, args), 0);
+        pthread_join(t, NULL);
+    } else {
+        CHECK(afut_loop_cancel(loop, h));
+    }
+    int r = test_readable(fd, 0);
+    if (r != 0) fprintf(stderr, "  cancelled virtual timer: idle fd readable\n");
+    CHECK_EQ_INT(r, 0);
+    CHECK_EQ_INT(afut_loop_timeout_ms(loop), -1);
+    if (second) {
+        CHECK_EQ_INT(afut_loop_advance_time(loop, 10.0), AFUT_OK);
+        CHECK_EQ_INT(test_readable(fd, 0), 1);
+        CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
+    }
+    size_t n = 9;
+    CHECK_EQ_INT(afut_loop_run_once(loop, 0, &n), AFUT_OK);
+    CHECK_EQ_INT(n, (size_t)second);
+    CHECK_EQ_INT(atomic_load(&ran), second);
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
+    afut_loop_free(loop);
+}
+
 TEST(finding_cancelled_timer_leaves_the_host_fd_idle) {
     static const double delays[] = {1e-9, 0.001, 0.01};
     /* The documented exception (afut_loop_fd): behind the poll() fallback's relay, a timer
@@ -1795,6 +1834,15 @@ TEST(finding_cancelled_timer_leaves_the_host_fd_idle) {
                 sub_end("cancelled timer %g s%s%s: host fd idle", delays[i], second ? ", a later one left" : "",
                         cross ? ", cancelled from another thread" : "");
             }
+        }
+    }
+    for (int second = 0; second < 2; second++) {
+        for (int cross = 0; cross < 2; cross++) {
+            if (relay) continue; /* the same documented exception */
+            sub_begin();
+            cancelled_virtual_timer_case(second, cross);
+            sub_end("cancelled due virtual timer%s%s: host fd idle", second ? ", a later one left" : "",
+                    cross ? ", cancelled from another thread" : "");
         }
     }
 }

@@ -312,9 +312,13 @@ impl Loop {
     /// `afut_loop_cancel`: true iff the callback had not started; it is dropped (its
     /// userdata freed) after the lock is released.
     pub(crate) fn cancel(&self, handle: Handle) -> bool {
-        let entry = {
+        let (entry, settle) = {
             let mut s = self.0.sched.lock();
             let Some(entry) = s.handles.remove(handle) else { return false };
+            let settle = entry.is_timer
+                && self.0.host_mode.load(Ordering::Acquire)
+                && self.virtual_time().is_some()
+                && self.0.wake.is_signalled();
             if entry.is_timer {
                 let Sched { timers, handles, .. } = &mut *s;
                 timers.note_cancelled(handles);
@@ -331,10 +335,39 @@ impl Loop {
                     }
                 }
             }
-            entry
+            (entry, settle)
         };
         drop(entry);
+        if settle {
+            self.settle_host_signal();
+        }
         true
+    }
+
+    /// Host mode on a virtual clock, after a timer's cancel. A virtual timer that was due when
+    /// it was scheduled (or when the clock was advanced) raised the signal; if it was all the
+    /// work there was, the fd would stay readable for nothing until the next `run_once`.
+    /// Between runs (this thread holds the loop for the moment: a `run_once` starting meanwhile
+    /// waits), the signal is cleared and raised again if work is left: the check a host-mode
+    /// run makes at its end. A run in progress makes that check itself. The relay of pollers without an fd of their
+    /// own also raises the signal for ready watched fds, which this cannot tell apart, so
+    /// there it is left as it is (documented at `afut_loop_fd`).
+    fn settle_host_signal(&self) {
+        let wake = &self.0.wake;
+        if !wake.has_own_fd() || !self.0.queue.claim_briefly() {
+            return;
+        }
+        let _guard = RunGuard(&self.0);
+        wake.clear();
+        let due = {
+            let mut s = self.0.sched.lock();
+            let Sched { timers, handles, .. } = &mut *s;
+            self.arm_for_host(timers.next_deadline(handles))
+        };
+        // A read-modify-write look at the queue: a push it misses raises the signal anew.
+        if due || !self.0.queue.look_before_sleep() || (wake.watching() && wake.poller_ready()) {
+            self.signal();
+        }
     }
 
     /// `afut_loop_stop`: the current batch finishes, then the run returns.

@@ -52,6 +52,10 @@ use crate::futures::state::{LINK_BOXED, Link};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
 use crate::thread_id::current as thread_token;
 
+/// `running` while a brief claim holds the loop ([`Queues::claim_briefly`]); no thread's
+/// token (those are `pthread_self` values, addresses).
+const BRIEF: u64 = u64::MAX;
+
 /// The remote stack's mark once the loop is closed (never an address: those are 8-aligned).
 const CLOSED: Link = 2;
 
@@ -107,15 +111,36 @@ impl<T: From<Dispatch> + Send> Queues<T> {
     // ----- who runs the loop -----
 
     /// Makes this thread the loop's runner (and the local queue's owner); false if another
-    /// run (or close) holds it.
+    /// run (or close) holds it. A brief claim ([`Queues::claim_briefly`]) is waited out.
     pub(crate) fn claim(&self) -> bool {
-        self.running.compare_exchange(0, thread_token(), Ordering::AcqRel, Ordering::Acquire).is_ok()
+        loop {
+            match self.running.compare_exchange(0, thread_token(), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(BRIEF) => std::hint::spin_loop(),
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Holds the loop for a moment, between runs, without being a run: no run may start
+    /// meanwhile (a `claim` waits), and to every other look the loop is not running. The
+    /// holder may touch the local queue; [`Queues::release`] ends it. False if a run holds
+    /// the loop.
+    pub(crate) fn claim_briefly(&self) -> bool {
+        self.running.compare_exchange(0, BRIEF, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
 
     /// Makes this thread the runner whatever the record says (a poisoned loop's close, when
-    /// no run holds it).
+    /// no run holds it); a brief claim is waited out.
     pub(crate) fn force_claim(&self) {
-        self.running.store(thread_token(), Ordering::Release);
+        loop {
+            let cur = self.running.load(Ordering::Acquire);
+            if cur == BRIEF {
+                std::hint::spin_loop();
+            } else if self.running.compare_exchange(cur, thread_token(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return;
+            }
+        }
     }
 
     /// Ends this thread's run: publishes the local queue's length, then hands ownership on.
@@ -126,9 +151,12 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         self.running.store(0, Ordering::Release);
     }
 
-    /// The runner's token (0: none).
+    /// The runner's token (0: none, or only a brief claim).
     pub(crate) fn runner(&self) -> u64 {
-        self.running.load(Ordering::Acquire)
+        match self.running.load(Ordering::Acquire) {
+            BRIEF => 0,
+            r => r,
+        }
     }
 
     /// Whether a thread other than this one may be waiting for the loop's work (so that a

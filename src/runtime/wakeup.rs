@@ -247,6 +247,11 @@ impl Wakeup {
         poller_fd(&self.shared.poller).unwrap_or(self.shared.signal_rx.as_raw_fd())
     }
 
+    /// True where the poller has an fd of its own (no relay thread behind the host fd).
+    pub(crate) fn has_own_fd(&self) -> bool {
+        poller_fd(&self.shared.poller).is_some()
+    }
+
     /// Raises the signal. True if this call made the idle -> signalled transition (and so
     /// wrote the signal fd); false if it was already signalled (coalesced).
     pub(crate) fn signal(&self) -> bool {
