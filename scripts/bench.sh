@@ -47,8 +47,7 @@ if [ "${BENCH_NO_BUILD:-0}" = 1 ]; then
     echo "== BENCH_NO_BUILD=1: using the existing target/release/libafut.so" >&2
 else
     echo "== building libafut (release)" >&2
-    # Only the C artefacts: keeps LTO (the rlib crate type, there for cargo test, turns it off).
-    (cd "$root" && cargo rustc --release --quiet --lib --crate-type cdylib --crate-type staticlib)
+    (cd "$root" && cargo build --release --quiet --lib)
 fi
 
 # Run against a private copy, so a rebuild in target/release cannot change the library

@@ -3,6 +3,10 @@
 # would build it, and checks each result:
 #
 #   build    cmake + cargo build of afut into build/consumers/afut (cached between runs)
+#   lto      one build, one artefact: CMake's libafut.a and that of the README's plain
+#            `cargo build --release` (target/release) are both LTO builds (one Rust object,
+#            no std-/core-/dependency objects), and the two shared libraries have the same
+#            exports and the same .text size
 #   install  cmake --install into a fresh prefix: header, libs and links, CMake package, afut.pc
 #   strip    cmake --install --strip into another prefix: no debug sections left, the same
 #            exports, smaller files (sizes printed), and programs that link and run against it
@@ -49,7 +53,7 @@ if ! command -v cmake >/dev/null 2>&1 || ! command -v pkg-config >/dev/null 2>&1
         exit 1
     fi
 fi
-for tool in cmake ctest pkg-config cc c++ readelf nm; do
+for tool in cmake ctest pkg-config cc c++ readelf nm ar size; do
     command -v "$tool" >/dev/null 2>&1 || { echo "consumers: $tool not found" >&2; exit 1; }
 done
 
@@ -129,6 +133,49 @@ if [ $built -eq 1 ]; then
         pass "build tree: libafut.so -> $SONAME -> $REALNAME (SONAME $actual_soname), libafut.a"
     else
         fail "build tree: library files or SONAME wrong: $(ls -l "$lib" 2>&1 | tr '\n' ' ') soname=$actual_soname"
+    fi
+fi
+
+# --- one build, one artefact -----------------------------------------------------
+# rust_members ARCHIVE: the archive's Rust objects (*.rcgu.o) other than compiler_builtins',
+# which rustc never puts through LTO. Fat LTO merges every crate into afut's own object(s);
+# without LTO there is one object per crate (std-..., core-..., parking_lot-..., ...).
+rust_members() { ar t "$1" | grep '\.rcgu\.o$' | grep -v '^compiler_builtins-'; }
+check_lto() { # check_lto NAME ARCHIVE
+    local members others
+    if ! members=$(rust_members "$2") || [ -z "$members" ]; then
+        fail "lto: $1: no Rust objects in $2"
+        return 1
+    fi
+    others=$(grep -v '^afut\.' <<<"$members" | head -5 | tr '\n' ' ')
+    if [ -n "$others" ]; then
+        fail "lto: $1 is not an LTO build: $2 has objects of other crates: $others"
+        return 1
+    fi
+    return 0
+}
+text_size() { size -A "$1" | awk '$1 == ".text" { print $2 }'; }
+if [ $built -eq 1 ]; then
+    # The README's build, in cargo's own target directory (scripts/test.sh's examples stage
+    # has usually built it already).
+    CARGO_OUT=${CARGO_TARGET_DIR:-target}
+    case $CARGO_OUT in /*) ;; *) CARGO_OUT=$ROOT/$CARGO_OUT ;; esac
+    CARGO_OUT=$CARGO_OUT/release
+    if step cargo-release bash -c 'cd "$1" && cargo build --release' _ "$ROOT"; then
+        cmake_so=$lib/$REALNAME cargo_so=$CARGO_OUT/libafut.so
+        if check_lto "CMake's build" "$lib/libafut.a" && check_lto "cargo build --release" "$CARGO_OUT/libafut.a"; then
+            cmake_text=$(text_size "$cmake_so") cargo_text=$(text_size "$cargo_so")
+            if [ -z "$cmake_text" ] || [ "$cmake_text" != "$cargo_text" ]; then
+                fail "lto: .text of $cmake_so is ${cmake_text:-?} bytes, of $cargo_so ${cargo_text:-?}"
+            elif ! cmp -s <(nm -D --defined-only "$cmake_so" | awk '{ print $3 }') \
+                          <(nm -D --defined-only "$cargo_so" | awk '{ print $3 }'); then
+                fail "lto: $cmake_so and $cargo_so export different symbols"
+            else
+                pass "lto: CMake's and cargo build --release's libraries are one LTO build (.text $cargo_text bytes; libafut.so $(stat -c %s "$cargo_so") bytes, libafut.a $(stat -c %s "$CARGO_OUT/libafut.a") bytes; $(rust_members "$CARGO_OUT/libafut.a" | wc -l) Rust object in the archive)"
+            fi
+        fi
+    else
+        fail "lto: cargo build --release failed"
     fi
 fi
 

@@ -1,8 +1,10 @@
 //! Runs the C test suite (`c-tests/*.c`) against the real C ABI.
 //!
 //! Every `c-tests/*.c` is compiled against `include/afut.h` and linked twice, once
-//! against `libafut.so` and once against `libafut.a` (both built by `cargo test` into
-//! `target/<profile>/deps/`), then run. Each program prints `N passed, N failed` last.
+//! against `libafut.so` and once against `libafut.a`, then run. Each program prints
+//! `N passed, N failed` last. The two libraries are what `cargo build --lib` makes for the
+//! profile under test (the driver runs it first: see `artefacts()` in tests/common/mod.rs);
+//! the programs are built in `target/<profile>/deps/c-tests-*/`.
 //!
 //! Environment knobs (used by `scripts/test.sh`):
 //! - `AFUT_C_SANITIZE=address,undefined` (or `thread`): compile the C side with
@@ -70,14 +72,13 @@ fn compile(src: &Path, flavour: Flavour, out_dir: &Path) -> PathBuf {
     if let Some(s) = &sanitize {
         cmd.arg(format!("-fsanitize={s}"));
     }
-    let lib = lib_dir();
     match flavour {
         Flavour::Shared => {
             let lib = shared_lib_dir("c-tests-lib");
             cmd.arg(format!("-L{}", lib.display())).arg("-lafut").arg(format!("-Wl,-rpath,{}", lib.display()));
         }
         Flavour::Static => {
-            cmd.arg(lib.join("libafut.a"));
+            cmd.arg(static_lib());
             cmd.args(STATIC_LIBS);
         }
     }
@@ -98,7 +99,7 @@ fn run_suite(flavour: Flavour) {
     // Sanitizer builds get their own directory, so they never replace the plain binaries.
     let sanitize = std::env::var("AFUT_C_SANITIZE").unwrap_or_default().replace(',', "-");
     let suffix = if sanitize.is_empty() { String::new() } else { format!("-{sanitize}") };
-    let dir = lib_dir().join(format!("c-tests-{flavour:?}{suffix}").to_lowercase());
+    let dir = deps_dir().join(format!("c-tests-{flavour:?}{suffix}").to_lowercase());
     std::fs::create_dir_all(&dir).unwrap();
     let valgrind = std::env::var("AFUT_C_VALGRIND").is_ok_and(|v| v == "1");
     let (mut passed, mut failed) = (0, 0);

@@ -3,7 +3,8 @@
 //!
 //! Every `cpp-tests/*.cpp` is compiled with `$CXX` (default `g++`) `-std=c++20 -Wall -Wextra
 //! -Werror` against `include/` (and `c-tests/` for the shared harness `test.h`), linked
-//! against cargo's `libafut.so`, and run; each program prints `N passed, N failed` last.
+//! against `libafut.so` (built by `cargo build --lib`, see tests/common/mod.rs), and run;
+//! each program prints `N passed, N failed` last.
 //! The two examples are linked statically (as their comments show) and must print
 //! "hello ..." then "... world".
 //!
@@ -52,7 +53,7 @@ fn compile(src: &Path, out_dir: &Path, cxx: bool, static_link: bool) -> PathBuf 
     }
     cmd.arg(src).arg("-o").arg(&exe);
     if static_link {
-        cmd.arg(lib_dir().join("libafut.a")).args(STATIC_LIBS);
+        cmd.arg(static_lib()).args(STATIC_LIBS);
     } else {
         let lib = shared_lib_dir("cpp-tests-lib");
         cmd.arg(format!("-L{}", lib.display())).arg("-lafut").arg(format!("-Wl,-rpath,{}", lib.display()));
@@ -82,7 +83,7 @@ fn run(exe: &Path) -> std::process::Output {
 }
 
 fn out_dir(name: &str) -> PathBuf {
-    let dir = lib_dir().join(name);
+    let dir = deps_dir().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

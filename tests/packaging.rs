@@ -12,7 +12,11 @@
 //!   (`--print native-static-libs`), are the ones tests/common/mod.rs, CMakeLists.txt,
 //!   the generated afut.pc (`Libs.private`), the CMake package and README.md declare;
 //! - one version everywhere: Cargo.toml, the header's AFUT_VERSION_* macros, the CMake
-//!   project (and its package version file) and afut.pc.
+//!   project (and its package version file) and afut.pc;
+//! - one build, one artefact: Cargo.toml's library has only the two C crate types (an `rlib`
+//!   or `dylib` beside them makes rustc skip LTO) and the release profile has LTO, so a plain
+//!   `cargo build --release` makes the LTO libraries CMake and the benchmarks use
+//!   (scripts/consumers.sh compares the two builds' files).
 //!
 //! A check whose tool (nm, readelf, cc, c++, cmake) is missing is skipped with a note
 //! on stderr, except under CI (`CI=true`), where a missing tool fails the check.
@@ -93,9 +97,9 @@ struct Built {
 }
 
 /// Builds the library (both crate types of Cargo.toml) once per test run, in its own
-/// target directory: `cargo test` builds neither the cdylib nor the staticlib for
-/// integration tests, a copy left in target/ by some earlier build may be stale, and
-/// the target directory of this `cargo test` is locked while it runs.
+/// target directory: the extra rustc arguments (`--print native-static-libs`) are part of
+/// cargo's fingerprint, so in the target directory of this `cargo test` they would make the
+/// next `cargo build` of the C suite's libraries (tests/common/mod.rs) compile afut again.
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -536,6 +540,52 @@ fn versions_agree() {
     // configured; cmake_package_agrees checks what they generate.
 }
 
+/// The value of `key` in the `[section]` table of a TOML file, as written (a string keeps
+/// its quotes); enough for Cargo.toml's one-line values.
+fn toml_value(text: &str, section: &str, key: &str) -> Option<String> {
+    let mut in_section = false;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            in_section = line == format!("[{section}]");
+            continue;
+        }
+        match line.split_once('=') {
+            Some((k, v)) if in_section && k.trim() == key => return Some(v.trim().to_string()),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The items of a one-line TOML array of strings: `["a", "b"]` gives `a`, `b`.
+fn toml_strings(value: &str) -> Vec<String> {
+    let inner = value.trim().trim_start_matches('[').trim_end_matches(']');
+    inner.split(',').map(|s| s.trim().trim_matches('"').to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+/// `cargo build --release` is the build CMake, the benchmarks and the examples use: rustc
+/// applies the release profile's LTO only when every crate type of the library can take it
+/// (cdylib, staticlib), and Cargo.toml's release profile asks for it.
+#[test]
+fn release_build_is_the_lto_artefact() {
+    let manifest = read(&manifest_dir().join("Cargo.toml"));
+    let types = toml_value(&manifest, "lib", "crate-type").expect("Cargo.toml: [lib] crate-type");
+    let mut types = toml_strings(&types);
+    types.sort();
+    assert_eq!(
+        types,
+        ["cdylib", "staticlib"],
+        "Cargo.toml [lib] crate-type must be exactly the two C artefacts: a Rust crate type \
+         (rlib, lib, dylib) beside them makes `cargo build --release` skip LTO"
+    );
+    let lto = toml_value(&manifest, "profile.release", "lto").expect("Cargo.toml: [profile.release] lto");
+    assert!(
+        ["true", "\"fat\"", "\"thin\""].contains(&lto.as_str()),
+        "Cargo.toml [profile.release] lto = {lto}: the release artefacts are meant to be LTO builds"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The parsers above, on known input
 // ---------------------------------------------------------------------------
@@ -566,4 +616,10 @@ bool afut_done (const afut_t *fut);
         Some(vec!["-lgcc_s".to_string(), "-lc".to_string()])
     );
     assert_eq!(pc_field("Name: afut\nVersion: 1.2.3\n", "Version").as_deref(), Some("1.2.3"));
+    let manifest = "[package]\nname = \"x\"\n[lib]\nname = \"x\" # the lib\n# crate-type = [\"dylib\"]\n\
+                    crate-type = [\"cdylib\", \"rlib\"]\n[profile.release]\nlto = true\n";
+    assert_eq!(toml_value(manifest, "lib", "name").as_deref(), Some("\"x\""));
+    assert_eq!(toml_strings(&toml_value(manifest, "lib", "crate-type").unwrap()), ["cdylib", "rlib"]);
+    assert_eq!(toml_value(manifest, "profile.release", "lto").as_deref(), Some("true"));
+    assert_eq!(toml_value(manifest, "profile.dev", "lto"), None);
 }
