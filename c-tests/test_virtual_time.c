@@ -32,6 +32,7 @@
 #include "thread_helpers.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
@@ -185,6 +186,9 @@ TEST(second_switch_keeps_the_clock) {
     afut_loop_free(loop);
 }
 
+/* A counter bumped by a callback. */
+static void count_cb_vt(void *ud) { atomic_fetch_add((atomic_int *)ud, 1); }
+
 /* Bad input: a status and no change. */
 TEST(bad_input) {
     CHECK_EQ_INT(afut_loop_set_virtual_clock(NULL, false), AFUT_ERR_INVALID_ARGUMENT);
@@ -204,6 +208,23 @@ TEST(bad_input) {
     CHECK_EQ_INT(afut_loop_advance_time(loop, INFINITY), AFUT_ERR_INVALID_ARGUMENT);
     CHECK_EQ_INT(afut_loop_advance_time(loop, -INFINITY), AFUT_ERR_INVALID_ARGUMENT);
     CHECK_TIME(afut_loop_time(loop), 2.0);
+    /* an amount that would take the clock past DBL_MAX (to infinity) is refused too: an
+     * infinite clock would make "never" timers due and every later deadline NaN */
+    afut_loop_t *far = new_virtual_loop(false);
+    CHECK_EQ_INT(afut_loop_advance_time(far, DBL_MAX), AFUT_OK);
+    CHECK_EQ_INT(afut_loop_advance_time(far, DBL_MAX), AFUT_ERR_INVALID_ARGUMENT);
+    CHECK(afut_loop_time(far) == DBL_MAX);
+    CHECK_EQ_INT(afut_loop_advance_time(far, 1.0), AFUT_OK); /* below DBL_MAX's ulp: no change */
+    CHECK(afut_loop_time(far) == DBL_MAX);
+    atomic_int never;
+    atomic_init(&never, 0);
+    CHECK(afut_loop_call_later(far, INFINITY, count_cb_vt, &never, NULL) != 0);
+    CHECK(afut_loop_call_later(far, -INFINITY, count_cb_vt, &never, NULL) != 0);
+    size_t n = 0;
+    CHECK_EQ_INT(afut_loop_run_once(far, 0, &n), AFUT_OK);
+    CHECK_EQ_INT(n, 1); /* the -INFINITY one; the INFINITY one never comes due */
+    CHECK_EQ_INT(atomic_load(&never), 1);
+    afut_loop_free(far);
     CHECK_EQ_INT(afut_loop_close(loop), AFUT_OK);
     CHECK_EQ_INT(afut_loop_advance_time(loop, 1), AFUT_ERR_LOOP_CLOSED);
     CHECK_EQ_INT(afut_loop_set_virtual_clock(loop, true), AFUT_ERR_LOOP_CLOSED);

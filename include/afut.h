@@ -1366,7 +1366,8 @@ afut_status_t afut_loop_set_virtual_clock(afut_loop_t *loop, bool auto_advance);
 // Returns: `AFUT_OK`; `AFUT_ERR_INVALID_STATE` on a loop with a real clock;
 // `AFUT_ERR_LOOP_CLOSED` on a closed loop.
 // Bad input: NULL `loop`, or `seconds` negative, NaN or infinite, returns
-// `AFUT_ERR_INVALID_ARGUMENT` (checked first) and changes nothing.
+// `AFUT_ERR_INVALID_ARGUMENT` (checked first) and changes nothing; so does an amount that
+// would take the clock past `DBL_MAX`.
 //
 // # Safety
 // `loop` is NULL or a loop handle not yet passed to `afut_loop_free`.

@@ -497,6 +497,11 @@ impl Loop {
                 return AFUT_ERR_LOOP_CLOSED;
             }
             let now = self.virtual_time().unwrap_or(0.0) + seconds;
+            if !now.is_finite() {
+                // Past DBL_MAX: an infinite clock would make "never" due and every later
+                // deadline NaN.
+                return AFUT_ERR_INVALID_ARGUMENT;
+            }
             self.0.virtual_now.store(now.to_bits(), Ordering::Release);
             let Sched { timers, handles, .. } = &mut *s;
             timers.next_deadline(handles).is_some_and(|d| d <= now)
