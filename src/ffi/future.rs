@@ -273,6 +273,12 @@ pub unsafe extern "C" fn afut_cancelled(fut: *const afut_t) -> bool {
 /// retrieved (so a failed future that is cancelled is never reported); the one exception is a
 /// done gather, which asyncio's `_GatheringFuture.cancel` leaves reportable.
 ///
+/// A cancel passes on through a task to what it awaits and through a gather or `wait_for` to
+/// its inputs, at any depth with constant stack: past 64 nested levels on one thread the
+/// deeper ones are queued and cancelled by this call before it returns, in blocks of 64, so
+/// the order in which their callbacks are scheduled then differs from asyncio's strictly
+/// depth-first order (each future's own callbacks keep their order).
+///
 /// Thread: any.
 /// Returns: true if this call cancelled the future; false if it was already done.
 /// Bad input: NULL `fut` returns false.
