@@ -193,6 +193,8 @@ step fuzz fuzz_figures bash fuzz/run.sh "$fuzz_secs"
     echo
     m=$(sed -n 's/^model: \([0-9]* calls tried.*\)/\1/p' "$logs/model.out" 2>/dev/null | tail -1)
     s=$(sed -n 's/^model: \([0-9]* callbacks ran.*\)/\1/p' "$logs/model.out" 2>/dev/null | tail -1)
+    r=$(sed -n 's/^model: \([0-9]* calls, .*host-fd checks.*\)/\1/p' "$logs/model.out" 2>/dev/null | tail -1)
+    k=$(sed -n 's/^ *\(host idle (0.5 s): .*\)/\1/p' "$logs/plain.log" 2>/dev/null | tail -1)
     b=$(sed -n 's/^bad inputs covered: \(.*\)/\1/p' "$logs/bad_input.out" 2>/dev/null | tail -1)
     f=$(fuzz_figures "$logs/fuzz.log")
     sanitizer_ok=0
@@ -206,6 +208,8 @@ step fuzz fuzz_figures bash fuzz/run.sh "$fuzz_secs"
         esac
     done
     echo "- Model-based random test: ${m:-not run} (${s:-})"
+    echo "- Model, the classes of issue 10: ${r:-not run}"
+    echo "- Level-triggered soak (poll() host), once idle: ${k:-not run}"
     echo "- Bad-input matrix: ${b:-not run}"
     echo "- Fuzzing: ${f:-not run}"
     echo "- Sanitizer runs passed: $sanitizer_ok of $sanitizer_all (ASan+UBSan and valgrind on the whole C suite, TSan on the multi-thread programs)"
