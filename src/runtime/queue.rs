@@ -116,7 +116,8 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         loop {
             match self.running.compare_exchange(0, thread_token(), Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return true,
-                Err(BRIEF) => std::hint::spin_loop(),
+                // A brief claim ends in a moment (its holder may have been preempted).
+                Err(BRIEF) => std::thread::yield_now(),
                 Err(_) => return false,
             }
         }
@@ -136,7 +137,7 @@ impl<T: From<Dispatch> + Send> Queues<T> {
         loop {
             let cur = self.running.load(Ordering::Acquire);
             if cur == BRIEF {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             } else if self.running.compare_exchange(cur, thread_token(), Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 return;
             }
