@@ -183,11 +183,19 @@ pub(crate) struct FutureInner {
 }
 
 const STRONG_ONE: u64 = 1;
-const STRONG_MASK: u64 = 0xffff_ffff;
+const STRONG_MASK: u64 = 0x7fff_ffff;
+/// The dispatch reserve of a loop future: a reference paid for at creation (so the
+/// completion takes no read-modify-write for it) and handed to the loop's queue if the
+/// completion queues callbacks. While the queue holds it (`QUEUED` in the state word and this
+/// bit set), the future stays alive even with no strong reference left; the dispatch clears
+/// the bit when it is done (one read-modify-write), and whichever of the dispatch and the
+/// last strong release comes second destroys the future. Unused (never queued), it counts
+/// for nothing.
+const RESERVE: u64 = 1 << 31;
 const WEAK_ONE: u64 = 1 << 32;
 /// More strong or weak references than this is a leak in the caller (or an attack): abort,
 /// as `Arc` does.
-const COUNT_LIMIT: u64 = 1 << 31;
+const COUNT_LIMIT: u64 = 1 << 30;
 
 /// A counted reference to a future.
 pub(crate) struct Future(NonNull<FutureInner>);
@@ -254,7 +262,7 @@ impl Future {
     ) -> Future {
         let inner = Box::new(FutureInner {
             tag: std::sync::atomic::AtomicU64::new(TAG_FUTURE),
-            counts: AtomicU64::new(STRONG_ONE | WEAK_ONE),
+            counts: AtomicU64::new(STRONG_ONE | WEAK_ONE | if event_loop.is_some() { RESERVE } else { 0 }),
             body: ManuallyDrop::new(Body {
                 core: Core::new(),
                 outcome: UnsafeCell::new(MaybeUninit::uninit()),
@@ -420,8 +428,9 @@ impl Future {
             }
             Finished::Queue(word) => {
                 let l = event_loop.as_ref().expect("a queued future has a loop");
-                // The queue's counted reference: a callback may drop the application's last one.
-                l.schedule_dispatch(Completed { fut: ManuallyDrop::new(self.clone()), word: Some(word) });
+                // The queue takes the dispatch reserve (see `RESERVE`): a callback may drop the
+                // application's last reference.
+                l.schedule_dispatch(Completed { fut: self.0, word: Some(word) });
                 if waiters {
                     waiters::notify(self.as_ptr());
                 }
@@ -626,11 +635,12 @@ impl Clone for Future {
 impl Drop for Future {
     fn drop(&mut self) {
         let inner = self.inner();
-        // The only reference and no weak one: nobody else can reach the future (every other
-        // holder's access, a callback's included, is through a counted reference whose
-        // release this acquire load synchronises with), so it goes without a
-        // read-modify-write.
-        if inner.counts.load(Ordering::Acquire) == STRONG_ONE | WEAK_ONE {
+        // The only reference and no weak one (and no dispatch in flight): nobody else can
+        // reach the future (every other holder's access, a callback's included, is through a
+        // counted reference or the dispatch reserve, whose release this acquire load
+        // synchronises with), so it goes without a read-modify-write.
+        let c = inner.counts.load(Ordering::Acquire);
+        if c == STRONG_ONE | WEAK_ONE || (c == STRONG_ONE | RESERVE | WEAK_ONE && !inner.core().is_queued()) {
             // SAFETY: the last reference, as just shown; nothing else can reach it.
             unsafe { destroy(self.0, true) };
             return;
@@ -642,8 +652,37 @@ impl Drop for Future {
         // Synchronise with every earlier release (an acquire load rather than an acquire
         // fence, which ThreadSanitizer does not model).
         inner.counts.load(Ordering::Acquire);
-        // SAFETY: no counted reference is left.
-        unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
+        if old & RESERVE != 0 && inner.core().is_queued() {
+            // The dispatch still holds the reserve: it clears it after this decrement (in the
+            // counts' modification order), sees no strong reference left and destroys.
+            return;
+        }
+        // SAFETY: no counted reference is left, and no dispatch holds the future.
+        unsafe { destroy(self.0, old & !RESERVE == STRONG_ONE | WEAK_ONE) };
+    }
+}
+
+/// Releases the dispatch reserve of a queued future (its dispatch is over, or it was dropped
+/// unrun): destroys the future if no strong reference is left.
+///
+/// # Safety
+/// `p` is a future whose reserve the caller holds (a [`Dispatch`]); called once per dispatch.
+unsafe fn release_reserve(p: NonNull<FutureInner>) {
+    // SAFETY: the reserve keeps the allocation and the body alive until this release.
+    let counts = unsafe { counts(p) };
+    // No strong and no weak reference: nobody else can reach the future (a weak upgrade
+    // could take a strong one while the reserve is held), so no read-modify-write.
+    let c = counts.load(Ordering::Acquire);
+    if c == RESERVE | WEAK_ONE {
+        // SAFETY: the last holder, as just shown.
+        unsafe { destroy(p, true) };
+        return;
+    }
+    let old = counts.fetch_and(!RESERVE, Ordering::AcqRel);
+    if old & STRONG_MASK == 0 {
+        // The last strong release came first and left the future to this one.
+        // SAFETY: no counted reference is left and the reserve is released.
+        unsafe { destroy(p, old == RESERVE | WEAK_ONE) };
     }
 }
 
@@ -659,9 +698,10 @@ unsafe fn destroy(p: NonNull<FutureInner>, no_weak: bool) {
     unsafe {
         finalize(p);
         let counts = counts(p);
+        // An unused dispatch reserve may still be marked: it counts for nothing here.
         if no_weak
-            || counts.load(Ordering::Acquire) == WEAK_ONE
-            || counts.fetch_sub(WEAK_ONE, Ordering::Release) == WEAK_ONE
+            || counts.load(Ordering::Acquire) & !RESERVE == WEAK_ONE
+            || counts.fetch_sub(WEAK_ONE, Ordering::Release) & !RESERVE == WEAK_ONE
         {
             counts.load(Ordering::Acquire);
             drop(Box::from_raw(p.as_ptr()));
@@ -741,6 +781,22 @@ unsafe fn counts<'a>(p: NonNull<FutureInner>) -> &'a AtomicU64 {
     unsafe { &*ptr::addr_of!((*p.as_ptr()).counts) }
 }
 
+/// Whether a future's completion queued its callbacks (so its dispatch reserve is, or was,
+/// in use), read through a weak reference.
+///
+/// # Safety
+/// The allocation is alive (a weak reference). The body may already be dropped: its state
+/// word is an atomic without drop glue, whose last value stays readable in the allocation,
+/// and is only read here.
+unsafe fn queued_raw(p: NonNull<FutureInner>) -> bool {
+    // SAFETY: the caller's promise; `body` is a `ManuallyDrop<Body>` (transparent), reached
+    // by raw pointers only up to the state word.
+    unsafe {
+        let body = ptr::addr_of!((*p.as_ptr()).body) as *const Body;
+        (*ptr::addr_of!((*body).core)).is_queued()
+    }
+}
+
 impl WeakFuture {
     /// A counted reference, unless the last one already went.
     pub(crate) fn upgrade(&self) -> Option<Future> {
@@ -748,7 +804,10 @@ impl WeakFuture {
         let counts = unsafe { counts(self.0) };
         let mut c = counts.load(Ordering::Relaxed);
         loop {
-            if c & STRONG_MASK == 0 {
+            // With no strong reference left, the future lives on only while a dispatch holds
+            // its reserve (see `RESERVE`); a reserve that was never queued keeps nothing.
+            // SAFETY: the allocation is alive; the state word is only read (see `queued_raw`).
+            if c & STRONG_MASK == 0 && (c & RESERVE == 0 || !unsafe { queued_raw(self.0) }) {
                 return None;
             }
             match counts.compare_exchange_weak(c, c + STRONG_ONE, Ordering::Acquire, Ordering::Relaxed) {
@@ -758,10 +817,12 @@ impl WeakFuture {
         }
     }
 
-    /// True once the last counted reference went.
+    /// True once the last counted reference went (and no dispatch holds the future).
     pub(crate) fn is_dead(&self) -> bool {
         // SAFETY: a weak reference keeps the counts alive.
-        unsafe { counts(self.0) }.load(Ordering::Acquire) & STRONG_MASK == 0
+        let c = unsafe { counts(self.0) }.load(Ordering::Acquire);
+        // SAFETY: as in `upgrade`.
+        c & STRONG_MASK == 0 && (c & RESERVE == 0 || !unsafe { queued_raw(self.0) })
     }
 }
 
@@ -769,7 +830,7 @@ impl Drop for WeakFuture {
     fn drop(&mut self) {
         // SAFETY: a weak reference keeps the allocation alive until this release.
         let counts = unsafe { counts(self.0) };
-        if counts.fetch_sub(WEAK_ONE, Ordering::Release) == WEAK_ONE {
+        if counts.fetch_sub(WEAK_ONE, Ordering::Release) & !RESERVE == WEAK_ONE {
             counts.load(Ordering::Acquire);
             // SAFETY: the last weak reference, and the strong ones released theirs (the body
             // is gone): nobody else can reach the allocation.
@@ -778,27 +839,36 @@ impl Drop for WeakFuture {
     }
 }
 
-/// A completed future whose callbacks its loop must run, with the queue's counted reference;
-/// its state word is still exclusive (BUSY) until the queue publishes it with
+/// A completed future whose callbacks its loop must run, with its dispatch reserve (see
+/// `RESERVE`); its state word is still exclusive (BUSY) until the queue publishes it with
 /// [`Completed::publish`] or [`Completed::publish_linked`].
 pub(crate) struct Completed {
-    fut: ManuallyDrop<Future>,
+    fut: NonNull<FutureInner>,
     /// The word to publish (taken by the publication).
     word: Option<u64>,
 }
 
+// SAFETY: it stands for the future's reserve, a reference of its own; futures are Send.
+unsafe impl Send for Completed {}
+
 impl Completed {
+    fn core(&self) -> &Core<DoneCb> {
+        // SAFETY: the reserve keeps the future alive.
+        unsafe { self.fut.as_ref() }.core()
+    }
+
     /// Publishes the completion with no queue link (the loop's own queue, or a refusal).
+    #[inline]
     pub(crate) fn publish(self) -> Dispatch {
         self.publish_linked(0)
     }
 
     /// Publishes the completion with `next` as its link in the loop's remote queue.
+    #[inline]
     pub(crate) fn publish_linked(mut self, next: Link) -> Dispatch {
         let word = self.word.take().expect("published once");
-        self.fut.core().publish(word, next);
-        // SAFETY: taken once; `self` is forgotten right after.
-        let fut = unsafe { ManuallyDrop::take(&mut self.fut) };
+        self.core().publish(word, next);
+        let fut = self.fut;
         std::mem::forget(self);
         Dispatch(fut)
     }
@@ -808,28 +878,36 @@ impl Drop for Completed {
     fn drop(&mut self) {
         if let Some(word) = self.word.take() {
             // Never queued: publish, then drop the callbacks unrun.
-            self.fut.core().publish(word, 0);
-            // SAFETY: taken once, in this drop.
-            drop(Dispatch(unsafe { ManuallyDrop::take(&mut self.fut) }));
+            self.core().publish(word, 0);
+            drop(Dispatch(self.fut));
         }
     }
 }
 
-/// A published completed future waiting for (or in) its loop's dispatch, with the queue's
-/// counted reference: running it runs its callbacks in registration order; dropping it drops
-/// the ones left unrun (each userdata freed once).
-pub(crate) struct Dispatch(Future);
+/// A published completed future waiting for (or in) its loop's dispatch, holding its
+/// dispatch reserve (see `RESERVE`): running it runs its callbacks in registration order;
+/// dropping it drops the ones left unrun (each userdata freed once). Either way the reserve
+/// is released at the end, which destroys the future if nobody else holds it.
+pub(crate) struct Dispatch(NonNull<FutureInner>);
+
+// SAFETY: as for `Completed`.
+unsafe impl Send for Dispatch {}
 
 impl Dispatch {
+    fn core(&self) -> &Core<DoneCb> {
+        // SAFETY: the reserve keeps the future alive.
+        unsafe { self.0.as_ref() }.core()
+    }
+
     /// The node as a link value, keeping it.
     pub(crate) fn link_value(&self) -> Link {
-        self.0.0.as_ptr() as Link
+        self.0.as_ptr() as Link
     }
 
     /// The link stored in a queued node.
     ///
     /// # Safety
-    /// `link` came from [`Dispatch::into_link`] and the node is still queued (its reference
+    /// `link` came from [`Dispatch::into_link`] and the node is still queued (its reserve
     /// keeps it alive).
     pub(crate) unsafe fn peek_next(link: Link) -> Link {
         // SAFETY: the caller's promise.
@@ -838,10 +916,10 @@ impl Dispatch {
 
     /// Changes the link (a push that lost its compare-and-swap and tries again).
     pub(crate) fn relink(&self, old: Link, new: Link) {
-        self.0.core().relink(old, new);
+        self.core().relink(old, new);
     }
 
-    /// The node as a link value (the queue owns it, and its reference, from now on).
+    /// The node as a link value (the queue owns it, and its reserve, from now on).
     pub(crate) fn into_link(self) -> Link {
         let link = self.link_value();
         std::mem::forget(self);
@@ -852,34 +930,38 @@ impl Dispatch {
     /// # Safety
     /// `link` came from [`Dispatch::into_link`] and is taken back once.
     pub(crate) unsafe fn from_link(link: Link) -> Dispatch {
-        // SAFETY: the caller's promise: the queue's reference comes back.
-        Dispatch(unsafe { Future::from_raw(link as *const afut_t) })
+        // SAFETY: the caller's promise: the reserve comes back.
+        Dispatch(unsafe { NonNull::new_unchecked(link as *mut FutureInner) })
     }
 
     /// Starts the dispatch: yields the callbacks in registration order, with the future
     /// ([`DispatchRun::future`]) to call them with.
+    #[inline]
     pub(crate) fn run(self) -> DispatchRun {
-        let callbacks = self.0.core().take_dispatch();
-        // SAFETY: `self` is forgotten right after its future is moved out.
-        let fut = unsafe { ptr::read(&self.0) };
+        let callbacks = self.core().take_dispatch();
+        let p = self.0;
         std::mem::forget(self);
-        DispatchRun { fut, callbacks }
+        // SAFETY: a view of the future that is never dropped as a counted reference: the
+        // reserve, released by `DispatchRun`'s drop, keeps the future alive meanwhile.
+        DispatchRun { callbacks: ManuallyDrop::new(callbacks), fut: ManuallyDrop::new(Future(p)) }
     }
 }
 
 impl Drop for Dispatch {
     fn drop(&mut self) {
-        // Dropped unrun (a closed loop): the callbacks go unrun, then the reference.
-        drop(self.0.core().take_dispatch());
+        // Dropped unrun (a closed loop): the callbacks go unrun, then the reserve.
+        drop(self.core().take_dispatch());
+        // SAFETY: this dispatch holds the reserve, released once, here.
+        unsafe { release_reserve(self.0) };
     }
 }
 
-/// The callbacks of a dispatch, in registration order, and the queue's reference to their
-/// future (so a callback may drop the application's last one). Dropping it drops the
-/// callbacks left unrun, then the reference.
+/// The callbacks of a dispatch, in registration order, and the future they belong to, kept
+/// alive by its dispatch reserve (so a callback may drop the application's last reference).
+/// Dropping it drops the callbacks left unrun, then releases the reserve.
 pub(crate) struct DispatchRun {
-    callbacks: state::Callbacks<DoneCb>,
-    fut: Future,
+    callbacks: ManuallyDrop<state::Callbacks<DoneCb>>,
+    fut: ManuallyDrop<Future>,
 }
 
 impl DispatchRun {
@@ -891,8 +973,18 @@ impl DispatchRun {
 impl Iterator for DispatchRun {
     type Item = DoneCb;
 
+    #[inline]
     fn next(&mut self) -> Option<DoneCb> {
         self.callbacks.next()
+    }
+}
+
+impl Drop for DispatchRun {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; the field is not used again.
+        unsafe { ManuallyDrop::drop(&mut self.callbacks) };
+        // SAFETY: the run holds the reserve (taken over from its `Dispatch`), released once.
+        unsafe { release_reserve(self.fut.0) };
     }
 }
 

@@ -489,6 +489,12 @@ impl<C> Core<C> {
         }
     }
 
+    /// True if the completion left the callbacks for a loop's dispatch (the future went into
+    /// its loop's queue); stays true once set.
+    pub(crate) fn is_queued(&self) -> bool {
+        self.load() & QUEUED != 0
+    }
+
     /// True once the completion's compare-and-swap won (the outcome may still be being written).
     pub(crate) fn is_done(&self) -> bool {
         self.load() & DONE != 0
