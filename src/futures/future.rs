@@ -327,6 +327,7 @@ impl Future {
         std::mem::forget(Future::clone(&borrowed));
     }
 
+    #[inline]
     pub(crate) fn set_result(&self, value: Owned) -> Result<(), (afut_status_t, Owned)> {
         if let Some(s) = self.refused_by_behaviour() {
             return Err((s, value));
@@ -441,6 +442,7 @@ impl Future {
 
     /// `afut_add_done_callback`: appended while pending; scheduled at once (never inline)
     /// when done; run at once in this thread for a done loop-less future.
+    #[inline]
     pub(crate) fn add_done_callback(&self, cb: DoneCb) -> Result<(), (afut_status_t, DoneCb)> {
         let cb = match self.core().add(cb) {
             Ok(()) => return Ok(()),
@@ -765,7 +767,8 @@ unsafe fn finalize(p: NonNull<FutureInner>) {
         propagation::release(propagation::Remains { _outcome: outcome, _callbacks: callbacks, _behaviour: behaviour });
     } else {
         drop(outcome);
-        drop(callbacks);
+        // Empty (just checked): it owns nothing, so its drop glue need not run.
+        std::mem::forget(callbacks);
     }
     // SAFETY: the body is dropped once; the outcome was moved out above (the union has no
     // drop glue) and the behaviour taken.
@@ -981,8 +984,12 @@ impl Iterator for DispatchRun {
 
 impl Drop for DispatchRun {
     fn drop(&mut self) {
-        // SAFETY: dropped once, here; the field is not used again.
-        unsafe { ManuallyDrop::drop(&mut self.callbacks) };
+        // Callbacks left unrun only after a panic or an early end: an empty list owns nothing
+        // and needs no drop glue (the common case, kept out of line otherwise).
+        if !self.callbacks.is_empty() {
+            // SAFETY: dropped once, here; the field is not used again.
+            unsafe { ManuallyDrop::drop(&mut self.callbacks) };
+        }
         // SAFETY: the run holds the reserve (taken over from its `Dispatch`), released once.
         unsafe { release_reserve(self.fut.0) };
     }

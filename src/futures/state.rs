@@ -128,6 +128,7 @@ impl<C> Callbacks<C> {
         Callbacks { first, chain }
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.first.is_none() && self.chain.is_null()
     }
