@@ -190,7 +190,8 @@ const STRONG_MASK: u64 = 0x7fff_ffff;
 /// bit set), the future stays alive even with no strong reference left; the dispatch clears
 /// the bit when it is done (one read-modify-write), and whichever of the dispatch and the
 /// last strong release comes second destroys the future. Unused (never queued), it counts
-/// for nothing.
+/// for nothing, and the last strong release clears it (so with no strong reference left, the
+/// bit alone says whether a dispatch still holds the future).
 const RESERVE: u64 = 1 << 31;
 const WEAK_ONE: u64 = 1 << 32;
 /// More strong or weak references than this is a leak in the caller (or an attack): abort,
@@ -641,26 +642,64 @@ impl Drop for Future {
         // reach the future (every other holder's access, a callback's included, is through a
         // counted reference or the dispatch reserve, whose release this acquire load
         // synchronises with), so it goes without a read-modify-write.
-        let c = inner.counts.load(Ordering::Acquire);
+        let mut c = inner.counts.load(Ordering::Acquire);
         if c == STRONG_ONE | WEAK_ONE || (c == STRONG_ONE | RESERVE | WEAK_ONE && !inner.core().is_queued()) {
             // SAFETY: the last reference, as just shown; nothing else can reach it.
             unsafe { destroy(self.0, true) };
             return;
         }
-        let old = inner.counts.fetch_sub(STRONG_ONE, Ordering::Release);
-        if old & STRONG_MASK != 1 {
+        if c & RESERVE == 0 {
+            let old = inner.counts.fetch_sub(STRONG_ONE, Ordering::Release);
+            if old & STRONG_MASK != 1 {
+                return;
+            }
+            // Synchronise with every earlier release (an acquire load rather than an acquire
+            // fence, which ThreadSanitizer does not model).
+            inner.counts.load(Ordering::Acquire);
+            // SAFETY: no counted reference is left, and no dispatch holds the future.
+            unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
             return;
         }
-        // Synchronise with every earlier release (an acquire load rather than an acquire
-        // fence, which ThreadSanitizer does not model).
-        inner.counts.load(Ordering::Acquire);
-        if old & RESERVE != 0 && inner.core().is_queued() {
-            // The dispatch still holds the reserve: it clears it after this decrement (in the
-            // counts' modification order), sees no strong reference left and destroys.
-            return;
+        // The reserve is set. Whether a dispatch holds it must be read while this reference
+        // still keeps the future alive (once the count is down, a dispatch may destroy it at
+        // any moment), so the decrement is a compare-and-swap of the counts as they were
+        // when the state word was read: with this the only strong reference and the counts
+        // unchanged, nobody could complete (and queue) the future in between.
+        loop {
+            let last = c & STRONG_MASK == 1;
+            let dispatch_holds = last && inner.core().is_queued();
+            // The last release of a future whose reserve was never used clears the reserve in
+            // the same step, so that a weak upgrade sees the future dead from then on (with no
+            // strong reference left, the reserve alone tells an upgrade whether a dispatch
+            // still holds the future).
+            let new = if last && !dispatch_holds { (c - STRONG_ONE) & !RESERVE } else { c - STRONG_ONE };
+            match inner.counts.compare_exchange_weak(c, new, Ordering::Release, Ordering::Acquire) {
+                Ok(_) => {
+                    if c & STRONG_MASK != 1 || dispatch_holds {
+                        // Not the last; or the dispatch clears the reserve after this decrement
+                        // (in the counts' modification order), sees no strong reference left
+                        // and destroys. Either way the future is not touched again here.
+                        return;
+                    }
+                    inner.counts.load(Ordering::Acquire);
+                    // SAFETY: no counted reference is left, and the reserve was never used.
+                    unsafe { destroy(self.0, c == STRONG_ONE | RESERVE | WEAK_ONE) };
+                    return;
+                }
+                Err(now) if now & RESERVE == 0 => {
+                    // The dispatch released the reserve meanwhile: the plain decrement.
+                    let old = inner.counts.fetch_sub(STRONG_ONE, Ordering::Release);
+                    if old & STRONG_MASK != 1 {
+                        return;
+                    }
+                    inner.counts.load(Ordering::Acquire);
+                    // SAFETY: no counted reference is left, and no dispatch holds the future.
+                    unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
+                    return;
+                }
+                Err(now) => c = now,
+            }
         }
-        // SAFETY: no counted reference is left, and no dispatch holds the future.
-        unsafe { destroy(self.0, old & !RESERVE == STRONG_ONE | WEAK_ONE) };
     }
 }
 
@@ -784,22 +823,6 @@ unsafe fn counts<'a>(p: NonNull<FutureInner>) -> &'a AtomicU64 {
     unsafe { &*ptr::addr_of!((*p.as_ptr()).counts) }
 }
 
-/// Whether a future's completion queued its callbacks (so its dispatch reserve is, or was,
-/// in use), read through a weak reference.
-///
-/// # Safety
-/// The allocation is alive (a weak reference). The body may already be dropped: its state
-/// word is an atomic without drop glue, whose last value stays readable in the allocation,
-/// and is only read here.
-unsafe fn queued_raw(p: NonNull<FutureInner>) -> bool {
-    // SAFETY: the caller's promise; `body` is a `ManuallyDrop<Body>` (transparent), reached
-    // by raw pointers only up to the state word.
-    unsafe {
-        let body = ptr::addr_of!((*p.as_ptr()).body) as *const Body;
-        (*ptr::addr_of!((*body).core)).is_queued()
-    }
-}
-
 impl WeakFuture {
     /// A counted reference, unless the last one already went.
     pub(crate) fn upgrade(&self) -> Option<Future> {
@@ -808,9 +831,9 @@ impl WeakFuture {
         let mut c = counts.load(Ordering::Relaxed);
         loop {
             // With no strong reference left, the future lives on only while a dispatch holds
-            // its reserve (see `RESERVE`); a reserve that was never queued keeps nothing.
-            // SAFETY: the allocation is alive; the state word is only read (see `queued_raw`).
-            if c & STRONG_MASK == 0 && (c & RESERVE == 0 || !unsafe { queued_raw(self.0) }) {
+            // its reserve (see `RESERVE`): the last release of a future whose reserve was
+            // never used cleared it.
+            if c & STRONG_MASK == 0 && c & RESERVE == 0 {
                 return None;
             }
             match counts.compare_exchange_weak(c, c + STRONG_ONE, Ordering::Acquire, Ordering::Relaxed) {
@@ -824,8 +847,7 @@ impl WeakFuture {
     pub(crate) fn is_dead(&self) -> bool {
         // SAFETY: a weak reference keeps the counts alive.
         let c = unsafe { counts(self.0) }.load(Ordering::Acquire);
-        // SAFETY: as in `upgrade`.
-        c & STRONG_MASK == 0 && (c & RESERVE == 0 || !unsafe { queued_raw(self.0) })
+        c & STRONG_MASK == 0 && c & RESERVE == 0
     }
 }
 
@@ -1284,6 +1306,65 @@ mod tests {
     fn a_future_fits_in_one_96_byte_malloc_chunk() {
         let request = std::mem::size_of::<FutureInner>();
         assert!(request <= 88, "FutureInner grew: the allocation asks for {request} bytes");
+    }
+
+    /// A loop that hands each completion to whichever thread pops it (a dispatching thread).
+    struct HandOff(std::sync::Mutex<Vec<Dispatch>>);
+
+    impl LoopLink for HandOff {
+        fn schedule_dispatch(&self, completed: Completed) {
+            self.0.lock().unwrap().push(completed.publish());
+        }
+        fn schedule_late(&self, _: &Future, cb: DoneCb) -> Result<(), (afut_status_t, DoneCb)> {
+            Err((AFUT_ERR_LOOP_CLOSED, cb))
+        }
+        fn is_running_on_this_thread(&self) -> bool {
+            false
+        }
+        fn report(&self, _: &CStr, _: Option<&FutureInner>, _: Option<&afut_exception_t>) {}
+        fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+            self
+        }
+    }
+
+    /// The completing thread's last release races the dispatch on another thread, which
+    /// holds the future's reserve: whichever comes second destroys the future, and neither
+    /// touches it after the other may have. With real threads, so that Miri (random
+    /// preemption) and ThreadSanitizer see a use after free if there is one.
+    #[test]
+    fn last_release_races_the_dispatch() {
+        for _ in 0..if cfg!(miri) { 30 } else { 2000 } {
+            let lp = Arc::new(HandOff(std::sync::Mutex::new(Vec::new())));
+            let fut = Future::new(Some(lp.clone()));
+            let ran = Arc::new(AtomicUsize::new(0));
+            let r = ran.clone();
+            fut.add_done_callback(DoneCallback::rust(1, move |_| {
+                r.fetch_add(1, Ordering::SeqCst);
+            }))
+            .map_err(|_| ())
+            .unwrap();
+            let completer = std::thread::spawn(move || {
+                fut.set_result(Owned::borrowed(ptr::null_mut())).map_err(|_| ()).unwrap();
+                drop(fut);
+            });
+            let l2 = lp.clone();
+            let dispatcher = std::thread::spawn(move || {
+                loop {
+                    let d = l2.0.lock().unwrap().pop();
+                    if let Some(d) = d {
+                        let mut run = d.run();
+                        while let Some(cb) = run.next() {
+                            cb.run(run.future());
+                        }
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+            });
+            completer.join().unwrap();
+            dispatcher.join().unwrap();
+            assert_eq!(ran.load(Ordering::SeqCst), 1);
+        }
     }
 
     // ----- test doubles -----
