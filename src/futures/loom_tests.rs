@@ -366,13 +366,20 @@ fn loom_callback_keeps_its_future_while_the_last_release_races() {
 }
 
 /// Weak references against the last release: an upgrade either gets a live future or
-/// nothing, and the allocation goes once.
+/// nothing, and the allocation goes once. Run on a loop-less future and on a loop future
+/// whose dispatch reserve is never used (no callback).
 #[test]
 #[cfg(not(afut_loom_broken))]
 fn loom_weak_upgrade_vs_last_release() {
-    check("weak upgrade vs last release", 4, || {
+    weak_upgrade_vs_last_release(false);
+    weak_upgrade_vs_last_release(true);
+}
+
+fn weak_upgrade_vs_last_release(with_loop: bool) {
+    check("weak upgrade vs last release", 4, move || {
         FREED.store(0, Ordering::SeqCst);
-        let fut = Future::new(None);
+        let lp: Option<Arc<dyn LoopLink>> = if with_loop { Some(FakeLoop::new()) } else { None };
+        let fut = Future::new(lp);
         fut.set_result(counted_value()).map_err(|_| ()).unwrap();
         let weak = fut.downgrade();
         let upgrader = thread::spawn(move || {
@@ -383,5 +390,36 @@ fn loom_weak_upgrade_vs_last_release() {
         drop(fut);
         upgrader.join().unwrap();
         assert_eq!(FREED.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// A loop future that only its queued dispatch keeps alive (the application dropped it,
+/// holding a weak reference): an upgrade racing the dispatch gets the live, done future (the
+/// dispatch reserve keeps it) or nothing once the dispatch released it; the callback runs
+/// once and the future is freed exactly once, by the dispatch or by the upgraded reference.
+#[test]
+#[cfg(not(afut_loom_broken))]
+fn loom_weak_upgrade_vs_dispatch_reserve() {
+    check("weak upgrade vs dispatch reserve", 4, || {
+        FREED.store(0, Ordering::SeqCst);
+        let lp = FakeLoop::new();
+        let log = new_log();
+        let fut = Future::new(Some(lp.clone()));
+        fut.add_done_callback(logging(1, &log)).map_err(|_| ()).unwrap();
+        fut.set_result(counted_value()).map_err(|_| ()).unwrap();
+        let weak = fut.downgrade();
+        drop(fut);
+        let upgrader = thread::spawn(move || {
+            if let Some(f) = weak.upgrade() {
+                assert!(f.is_done());
+                assert_eq!(f.result().ok(), Some(0x10 as *mut c_void));
+            }
+        });
+        let l2 = lp.clone();
+        let dispatcher = thread::spawn(move || l2.dispatch_one());
+        upgrader.join().unwrap();
+        dispatcher.join().unwrap();
+        assert_eq!(ran(&log), vec![1]);
+        assert_eq!(FREED.load(Ordering::SeqCst), 1, "freed exactly once");
     });
 }

@@ -128,6 +128,7 @@ impl<C> Callbacks<C> {
         Callbacks { first, chain }
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.first.is_none() && self.chain.is_null()
     }
@@ -487,6 +488,12 @@ impl<C> Core<C> {
         } else {
             Callbacks::none()
         }
+    }
+
+    /// True if the completion left the callbacks for a loop's dispatch (the future went into
+    /// its loop's queue); stays true once set.
+    pub(crate) fn is_queued(&self) -> bool {
+        self.load() & QUEUED != 0
     }
 
     /// True once the completion's compare-and-swap won (the outcome may still be being written).

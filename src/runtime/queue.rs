@@ -259,6 +259,7 @@ impl<T: From<Dispatch> + Send> Queues<T> {
     }
 
     /// Moves the remote stack, in push order, to the end of the local queue.
+    #[inline]
     fn drain_remote(&self) {
         let head = self.head.load(Ordering::Acquire);
         if head == 0 || head == CLOSED {
@@ -335,6 +336,7 @@ impl<T: From<Dispatch> + Send> Queues<T> {
     /// the local queue and returns how many items the queue holds. The batch is that many
     /// items from the front; what runs from now on is pushed behind them and lands in the next
     /// batch. No buffer moves: the queue stays where it is.
+    #[inline]
     pub(crate) fn begin_batch(&self) -> usize {
         self.drain_remote();
         // SAFETY: owner only.
