@@ -6,8 +6,8 @@
 #   AFUT_FUZZ_SECONDS=300 scripts/reliability.sh
 #
 # Steps (each one logged in target/reliability/<step>.log):
-#   plain      cargo test --test c_suite (plain build), then the model test and the bad-input
-#              matrix once more to read their figures (calls tried, rows covered)
+#   plain      cargo test --test c_suite (plain build), then the model test, the
+#              level-triggered soak and the bad-input matrix once more to read their figures
 #   asan       AFUT_C_SANITIZE=address,undefined cargo test --test c_suite
 #   valgrind   AFUT_C_VALGRIND=1 cargo test --test c_suite   (memcheck, definite leaks fail)
 #   tsan-<t>   AFUT_C_SANITIZE=thread AFUT_C_FILTER=<t> cargo test --test c_suite, for each
@@ -100,6 +100,10 @@ plain() {
     if [ -n "$dir" ] && [ -x "$dir/test_model-shared" ]; then
         "$dir/test_model-shared" >"$logs/model.out" 2>&1 || rc=1
         cat "$logs/model.out"
+    fi
+    if [ -n "$dir" ] && [ -x "$dir/test_soak_level-shared" ]; then
+        "$dir/test_soak_level-shared" >"$logs/soak_level.out" 2>&1 || rc=1
+        cat "$logs/soak_level.out"
     fi
     if [ -n "$dir" ] && [ -x "$dir/test_bad_input-shared" ]; then
         "$dir/test_bad_input-shared" >"$logs/bad_input.out" 2>&1 || rc=1
@@ -194,7 +198,7 @@ step fuzz fuzz_figures bash fuzz/run.sh "$fuzz_secs"
     m=$(sed -n 's/^model: \([0-9]* calls tried.*\)/\1/p' "$logs/model.out" 2>/dev/null | tail -1)
     s=$(sed -n 's/^model: \([0-9]* callbacks ran.*\)/\1/p' "$logs/model.out" 2>/dev/null | tail -1)
     r=$(sed -n 's/^model: \([0-9]* calls, .*host-fd checks.*\)/\1/p' "$logs/model.out" 2>/dev/null | tail -1)
-    k=$(sed -n 's/^ *\(host idle (0.5 s): .*\)/\1/p' "$logs/plain.log" 2>/dev/null | tail -1)
+    k=$(sed -n 's/^ *\(host idle (0.5 s): .*\)/\1/p' "$logs/soak_level.out" 2>/dev/null | tail -1)
     b=$(sed -n 's/^bad inputs covered: \(.*\)/\1/p' "$logs/bad_input.out" 2>/dev/null | tail -1)
     f=$(fuzz_figures "$logs/fuzz.log")
     sanitizer_ok=0
