@@ -604,7 +604,7 @@ impl Wakeup {
     /// At the start of each iteration: the relay leaves the poller to the loop thread.
     pub(crate) fn park_relay(&self) {
         if let Some(r) = self.relay.lock().as_ref() {
-            r.ctl.park(&self.shared.poller);
+            r.ctl.park(&self.shared);
         }
     }
 
@@ -619,7 +619,7 @@ impl Wakeup {
     pub(crate) fn stop_relay(&self) {
         let relay = self.relay.lock().take();
         if let Some(r) = relay {
-            r.stop(&self.shared.poller);
+            r.stop(&self.shared);
         }
     }
 }
@@ -643,6 +643,9 @@ enum RelayState {
     Stop,
 }
 
+/// How long `RelayCtl::park` waits for the relay before it notifies the poller again.
+const RELAY_PARK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
 struct RelayCtl {
     state: Mutex<RelayState>,
     cv: Condvar,
@@ -658,7 +661,7 @@ impl RelayCtl {
     }
 
     /// Returns once the relay is not waiting on the poller.
-    fn park(&self, poller: &Poller) {
+    fn park(&self, shared: &Shared) {
         let mut st = self.state.lock();
         loop {
             match *st {
@@ -670,9 +673,21 @@ impl RelayCtl {
                 RelayState::Polling => {
                     *st = RelayState::ParkRequested;
                     // Wakes its wait (or the next one, if it is about to start).
-                    let _ = poller.notify();
+                    let _ = shared.poller.notify();
                 }
-                RelayState::ParkRequested => self.cv.wait(st.raw()),
+                RelayState::ParkRequested => {
+                    // polling's poll() backend can lose that notification (seen in the model
+                    // test's destructor phase: the relay blocked in poll() with the
+                    // notification flag clear and the notify pipe empty, this thread waiting
+                    // here forever). If the relay has not answered for a while, wake its
+                    // poll() through an fd of ours that it watches: one more write of the
+                    // signal, counted, so that the iteration's `clear` right after this park
+                    // reads it back (the host sees no extra readiness once it is done).
+                    if self.cv.wait_for(st.raw(), RELAY_PARK_RETRY).timed_out() && *st == RelayState::ParkRequested {
+                        shared.writes.fetch_add(1, Ordering::AcqRel);
+                        shared.signal_write();
+                    }
+                }
             }
         }
     }
@@ -691,10 +706,14 @@ impl Relay {
         Ok(Relay { ctl, thread: Some(thread) })
     }
 
-    fn stop(mut self, poller: &Poller) {
+    fn stop(mut self, shared: &Shared) {
         *self.ctl.state.lock() = RelayState::Stop;
         self.ctl.cv.notify_all();
-        let _ = poller.notify();
+        let _ = shared.poller.notify();
+        // And through the signal too, as `RelayCtl::park` does when that notification is lost
+        // (the loop is going: nobody reads the signal any more).
+        shared.writes.fetch_add(1, Ordering::AcqRel);
+        shared.signal_write();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
