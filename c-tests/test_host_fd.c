@@ -912,6 +912,72 @@ TEST(wakeup_fn_driven_host_never_stalls) {
 
 /* ================================================================== main */
 
+/* A host that polls the fd and calls run_once(0) as fast as it can while other threads
+ * submit work: every iteration parks the poll() backend's relay thread and re-arms it at
+ * its end, millions of hand-overs a second between the two threads. No run_once may hang:
+ * the model test once left one waiting forever for a relay whose poll() missed the park's
+ * notification (a 60 s deadline turns a hang into a failure). How many runs took unusually
+ * long is printed, never asserted (a loaded machine may deschedule any thread). */
+typedef struct {
+    afut_loop_t *loop;
+    atomic_int stop;
+    atomic_long sent;
+} busy_host_t;
+
+static void busy_noop(void *ud) { atomic_fetch_add((atomic_long *)ud, 1); }
+
+static void *busy_host_producer(void *p) {
+    busy_host_t *b = p;
+    static atomic_long ran;
+    unsigned x = 12345;
+    while (!atomic_load(&b->stop)) {
+        x = x * 1103515245u + 12345u;
+        if ((x >> 16) % 4 == 0) {
+            if (afut_loop_call_later(b->loop, 0.0, busy_noop, &ran, NULL) != 0) atomic_fetch_add(&b->sent, 1);
+        } else if (afut_loop_call_soon_threadsafe(b->loop, busy_noop, &ran, NULL) != 0) {
+            atomic_fetch_add(&b->sent, 1);
+        }
+        if ((x >> 20) % 8 == 0) test_sleep_s(0.00005);
+    }
+    return NULL;
+}
+
+TEST(busy_host_with_cross_thread_work_never_hangs) {
+    busy_host_t b;
+    memset(&b, 0, sizeof b);
+    b.loop = afut_loop_new();
+    int fd = afut_loop_fd(b.loop);
+    CHECK(fd >= 0);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) CHECK_EQ_INT(pthread_create(&t[i], NULL, busy_host_producer, &b), 0);
+    long runs = 0, ran = 0, slow = 0;
+    double worst = 0, end = test_now_s() + (test_under_valgrind() ? 3.0 : 1.5);
+    while (test_now_s() < end) {
+        (void)test_readable(fd, 0);
+        double t0 = test_now_s();
+        size_t n = 0;
+        CHECK_EQ_INT(afut_loop_run_once(b.loop, 0, &n), AFUT_OK);
+        double took = test_now_s() - t0;
+        if (took > worst) worst = took;
+        if (took > 0.015) slow++;
+        runs++;
+        ran += (long)n;
+    }
+    atomic_store(&b.stop, 1);
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 100 && ran < atomic_load(&b.sent); i++) {
+        size_t n = 0;
+        if (test_readable(fd, 100) != 1) break;
+        CHECK_EQ_INT(afut_loop_run_once(b.loop, 0, &n), AFUT_OK);
+        ran += (long)n;
+    }
+    CHECK_EQ_INT(ran, atomic_load(&b.sent));
+    CHECK_EQ_INT(test_readable(fd, 0), 0);
+    printf("    busy host: %ld run_once calls, %ld callbacks from 2 threads; slowest run_once %.1f ms, %ld over 15 ms\n",
+           runs, ran, worst * 1e3, slow);
+    afut_loop_free(b.loop);
+}
+
 int main(void) {
     test_deadline(under_valgrind() ? 110 : 60); /* for the whole program */
     RUN(fd_is_stable_and_null_is_einval);
@@ -932,5 +998,6 @@ int main(void) {
     RUN(edge_triggered_epoll_host_cross_thread);
     RUN(wakeup_fn_called_on_transitions_and_coalesced);
     RUN(wakeup_fn_driven_host_never_stalls);
+    RUN_T(busy_host_with_cross_thread_work_never_hangs);
     TEST_END();
 }

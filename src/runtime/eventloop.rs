@@ -349,9 +349,9 @@ impl Loop {
     /// work there was, the fd would stay readable for nothing until the next `run_once`.
     /// Between runs (this thread holds the loop for the moment: a `run_once` starting meanwhile
     /// waits), the signal is cleared and raised again if work is left: the check a host-mode
-    /// run makes at its end. A run in progress makes that check itself. The relay of pollers without an fd of their
-    /// own also raises the signal for ready watched fds, which this cannot tell apart, so
-    /// there it is left as it is (documented at `afut_loop_fd`).
+    /// run makes at its end. A run in progress makes that check itself. The relay of pollers
+    /// without an fd of their own also raises the signal for ready watched fds, which this
+    /// cannot tell apart, so there it is left as it is (documented at `afut_loop_fd`).
     fn settle_host_signal(&self) {
         let wake = &self.0.wake;
         if !wake.has_own_fd() || !self.0.queue.claim_briefly() {
