@@ -25,7 +25,9 @@ RULES = {
         "frees it (and makes its never-retrieved reports) at its next collection; afut, which "
         "counts references and has no collector, releases it when the loop closes (README "
         "'What differs from asyncio'). Accepted: a never-retrieved report that asyncio makes "
-        "while collecting a cycle, made by afut during the teardown instead (the close).",
+        "while collecting a cycle, made by afut during the teardown instead (the close); the "
+        "same for a gather's input whose report CPython makes without a noted collection (the "
+        "cycle's last outside reference went with a callback batch's handles).",
     "task-cancel-message":
         "A task's cancel message is stable in afut; asyncio returns it on the first retrieval "
         "only (later reads, and its _cancel_message, give none) (afut.h afut_task_new, README "
@@ -133,6 +135,12 @@ class Kinds:
                 self.kind[op[1]] = "task"
 
         self.alias = {}
+
+    def is_gather_input(self, s):
+        """True if the object in slot s is an input of a gather of the scenario."""
+        c = self.canon(s)
+        return any(self.kind.get(g) == "gather" and any(self.canon(x) == c for x in ins)
+                   for g, ins in self.inputs.items())
 
     def canon(self, s):
         """The slot that first held the object now in s (asyncio's shield(done) returns its
@@ -367,6 +375,19 @@ def compare(sc, A, B):
                 j2 += 1
             ra = Counter(_norm_report(kinds, ev, hits, "asyncio") for _, ev in a_seq[i:i2])
             rb = Counter(_norm_report(kinds, ev, hits, "afut") for _, ev in b_seq[j:j2])
+            if ra != rb:
+                # gc-cycle-until-close, when CPython frees the cycle without a collection
+                # being noted (the last outside reference to a gather's failed input went with
+                # the handles of a callback batch): the input's never-retrieved report is
+                # asyncio's now and afut's at the close, where it is compared as a cycle report.
+                deferred = [ev for _, ev in a_seq[i:i2]
+                            if ev[1] == "future_never_retrieved" and kinds.is_gather_input(ev[2])
+                            and _norm_report(kinds, ev, hits, "asyncio") not in rb]
+                if deferred:
+                    cycle_reports.extend(("report",) + tuple(ev[1:]) for ev in deferred)
+                    for ev in deferred:
+                        ra[_norm_report(kinds, ev, hits, "asyncio")] -= 1
+                    ra = +ra
             if ra != rb:
                 # A run of reports is one moment: a truncating note among them (asyncio's shield
                 # callback error, say, reported between two of them) covers the whole run.
