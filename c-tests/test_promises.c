@@ -1744,6 +1744,14 @@ static void *cancel_from_thread_main(void *p) {
     return NULL;
 }
 
+/* afut_loop_cancel(loop, h) on a thread of its own (joined before it returns). */
+static void cancel_on_another_thread(afut_loop_t *loop, afut_handle_t h) {
+    pthread_t t;
+    void *args[2] = {loop, &h};
+    CHECK_EQ_INT(pthread_create(&t, NULL, cancel_from_thread_main, args), 0);
+    pthread_join(t, NULL);
+}
+
 static void cancelled_timer_case(double delay, int second, int cross, int relay) {
     afut_loop_t *loop = afut_loop_new();
     int fd = afut_loop_fd(loop);
@@ -1754,10 +1762,7 @@ static void cancelled_timer_case(double delay, int second, int cross, int relay)
     CHECK(h != 0);
     if (second) CHECK(afut_loop_call_later(loop, 3600.0, count_cb, &ran, NULL) != 0);
     if (cross) {
-        pthread_t t;
-        void *args[2] = {loop, &h};
-        CHECK_EQ_INT(pthread_create(&t, NULL, cancel_from_thread_main, args), 0);
-        pthread_join(t, NULL);
+        cancel_on_another_thread(loop, h);
     } else {
         CHECK(afut_loop_cancel(loop, h));
     }
@@ -1794,10 +1799,7 @@ static void cancelled_virtual_timer_case(int second, int cross) {
     CHECK_EQ_INT(test_readable(fd, 0), 1);
     CHECK_EQ_INT(afut_loop_timeout_ms(loop), 0);
     if (cross) {
-        pthread_t t;
-        void *args[2] = {loop, &h};
-        CHECK_EQ_INT(pthread_create(&t, NULL, cancel_from_thread_main, args), 0);
-        pthread_join(t, NULL);
+        cancel_on_another_thread(loop, h);
     } else {
         CHECK(afut_loop_cancel(loop, h));
     }

@@ -649,15 +649,7 @@ impl Drop for Future {
             return;
         }
         if c & RESERVE == 0 {
-            let old = inner.counts.fetch_sub(STRONG_ONE, Ordering::Release);
-            if old & STRONG_MASK != 1 {
-                return;
-            }
-            // Synchronise with every earlier release (an acquire load rather than an acquire
-            // fence, which ThreadSanitizer does not model).
-            inner.counts.load(Ordering::Acquire);
-            // SAFETY: no counted reference is left, and no dispatch holds the future.
-            unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
+            self.release_plain();
             return;
         }
         // The reserve is set. Whether a dispatch holds it must be read while this reference
@@ -688,18 +680,30 @@ impl Drop for Future {
                 }
                 Err(now) if now & RESERVE == 0 => {
                     // The dispatch released the reserve meanwhile: the plain decrement.
-                    let old = inner.counts.fetch_sub(STRONG_ONE, Ordering::Release);
-                    if old & STRONG_MASK != 1 {
-                        return;
-                    }
-                    inner.counts.load(Ordering::Acquire);
-                    // SAFETY: no counted reference is left, and no dispatch holds the future.
-                    unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
+                    self.release_plain();
                     return;
                 }
                 Err(now) => c = now,
             }
         }
+    }
+}
+
+impl Future {
+    /// The plain last-or-not release of a strong reference while no dispatch reserve is held:
+    /// one decrement, and the destruction if it was the last.
+    #[inline]
+    fn release_plain(&self) {
+        let inner = self.inner();
+        let old = inner.counts.fetch_sub(STRONG_ONE, Ordering::Release);
+        if old & STRONG_MASK != 1 {
+            return;
+        }
+        // Synchronise with every earlier release (an acquire load rather than an acquire
+        // fence, which ThreadSanitizer does not model).
+        inner.counts.load(Ordering::Acquire);
+        // SAFETY: no counted reference is left, and no dispatch holds the future.
+        unsafe { destroy(self.0, old == STRONG_ONE | WEAK_ONE) };
     }
 }
 
