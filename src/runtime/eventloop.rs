@@ -266,10 +266,13 @@ impl Loop {
                 // makes a host's fd readable on time. (The running thread re-arms at the end
                 // of its iteration.) Armed under `sched` so that arms never reorder.
                 let Sched { timers, handles, .. } = &mut *s;
-                let earliest = timers.next_deadline(handles).is_none_or(|d| w < d);
+                // (The heap's head is looked at only when somebody waits.)
+                let wake = w != f64::INFINITY
+                    && self.waiter_elsewhere()
+                    && timers.next_deadline(handles).is_none_or(|d| w < d);
                 timers.push(w, handle);
                 self.0.timer_count.store(timers.len(), Ordering::Relaxed);
-                if earliest && w != f64::INFINITY && self.waiter_elsewhere() {
+                if wake {
                     match self.virtual_time() {
                         None => self.0.wake.arm_timer(Some(w)),
                         // A virtual timer is work once due; and a loop running on another

@@ -92,18 +92,17 @@ impl TimerHeap {
     }
 
     /// Pops every live timer due at `now` (deadline order, FIFO ties) into `out`.
+    /// Dead entries due by then are dropped on the way (one look-up of the handle each).
     pub(crate) fn pop_due(&mut self, now: f64, handles: &mut HandleTable, mut out: impl FnMut(Handle)) {
-        loop {
-            self.drop_dead_head(handles);
-            match self.heap.peek() {
-                Some(top) if top.key <= order_key(now) => {
-                    let e = self.heap.pop().unwrap();
-                    if let Some(entry) = handles.get_mut(e.handle) {
-                        entry.is_timer = false;
-                    }
+        let now = order_key(now);
+        while self.heap.peek().is_some_and(|top| top.key <= now) {
+            let Some(e) = self.heap.pop() else { break };
+            match handles.get_mut(e.handle) {
+                Some(entry) => {
+                    entry.is_timer = false;
                     out(e.handle);
                 }
-                _ => break,
+                None => self.dead = self.dead.saturating_sub(1),
             }
         }
     }
