@@ -944,8 +944,8 @@ mod tests {
     /// now and then the signal is raised meanwhile. Every park must return: one waiting for a
     /// wake-up the relay never gets hangs the host's `run_once` for ever (as `Poller::notify`
     /// did on the `poll()` backend, see `RelayCtl::park`: without its fix this hung in 2 of 3
-    /// runs). No relay on the other backends: there it checks nothing but the
-    /// calls. A park taking over 10 s fails; nothing else is timed.
+    /// runs). The other backends have no relay: there it only checks the signal. A park taking
+    /// over 10 s fails; nothing else is timed.
     #[test]
     #[cfg_attr(miri, ignore = "system calls Miri cannot run")]
     fn relay_hand_overs_never_hang() {
